@@ -1,0 +1,43 @@
+"""Wrapping and unwrapping the layers of Sequential and functional models.
+
+Both directions rebuild the model graph with `keras.models.clone_model` and
+give every layer of the new model its own copy of the weights, so the user's
+original model is never changed by pruning or stripping it.
+"""
+
+import keras
+
+
+def is_graph_model(model):
+    """True for Sequential and functional models (the ones we can rebuild)."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, (keras.Sequential, Functional))
+
+
+def copy_layer(layer, weights=None):
+    """A new layer with the same config and (built) weights as `layer`."""
+    config = keras.saving.serialize_keras_object(layer)
+    new = keras.saving.deserialize_keras_object(config)
+    if layer.built and not new.built:
+        new.build_from_config(layer.get_build_config())
+    if layer.built:
+        new.set_weights(layer.get_weights() if weights is None else weights)
+    return new
+
+
+def map_layers(model, fn):
+    """Rebuilds a Sequential/functional `model`, replacing each layer by `fn(layer)`.
+
+    `fn` returns a new layer; nested models are rebuilt recursively. Input
+    layers are left to Keras.
+    """
+    def clone_fn(layer):
+        if isinstance(layer, keras.layers.InputLayer):
+            return layer
+        return fn(layer)
+
+    new = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
+    if model.built and not new.built:
+        new.build(model.input_shape)
+    return new

@@ -1,0 +1,106 @@
+"""Which training step is it? One answer for every step-driven wrapper.
+
+Masks (and later quantizer ranges) update *inside* the compiled train step,
+at the step the schedule names. The step is read from the optimizer's own
+`iterations` counter, which a callback binds to each wrapper before `fit`
+traces the train function. This is exact however Keras runs `fit`:
+`steps_per_execution > 1` (batch hooks fire once per execution),
+`jit_compile=True`, a model called twice per step (a Distiller), and under
+`tf.distribute` (every replica reads the same synced counter).
+
+Custom training loops that drive callbacks by hand without giving the model an
+optimizer fall back to a counter the callback advances in
+`on_train_batch_begin`.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+#: Bound on wrappers as `_step_source`: the callback advances `pruning_step`.
+CALLBACK_COUNTER = "callback-counter"
+
+MISSING_CALLBACK = (
+    "{name} was called with training=True, but no training step is bound to "
+    "it. Add the step callback to fit, e.g. "
+    "`model.fit(..., callbacks=[tfcompress.pruning.UpdatePruningStep()])`; in a "
+    "custom training loop call `callback.set_model(model)` and "
+    "`callback.on_train_begin()` before the first step and "
+    "`callback.on_train_batch_begin(batch)` before each step."
+)
+
+
+def bind(wrappers, source):
+    """Binds `source` (an optimizer's `iterations`, or CALLBACK_COUNTER)."""
+    for wrapper in wrappers:
+        # Not a tracked attribute: the wrapper must not own the optimizer's
+        # variable (it would be saved twice, and built layers are locked).
+        object.__setattr__(wrapper, "_step_source", source)
+
+
+def current_step(wrapper):
+    """The 1-based step of the train step being traced, as an int64 tensor.
+
+    Also writes it into `wrapper.step_variable()` so it is saved with the
+    model and visible to summaries.
+    """
+    source = getattr(wrapper, "_step_source", None)
+    if source is None:
+        raise RuntimeError(MISSING_CALLBACK.format(name=wrapper.name))
+    step_var = wrapper.step_variable()
+    if isinstance(source, str):
+        return tf.convert_to_tensor(step_var.value)
+    step = tf.cast(tf.convert_to_tensor(source), "int64") + 1
+    step_var.assign(step)
+    return step
+
+
+def find(model, cls):
+    """All layers of type `cls` inside `model`, nested models included."""
+    if isinstance(model, cls):
+        return [model]
+    found = []
+    seen = set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, cls) and id(layer) not in seen:
+            seen.add(id(layer))
+            found.append(layer)
+    return found
+
+
+class StepCallback(keras.callbacks.Callback):
+    """Binds the training step to every step-driven wrapper of `wrapper_cls`.
+
+    Technique callbacks (e.g. `UpdatePruningStep`) subclass it. With a model
+    optimizer, its `iterations` counter is bound (exact under any `fit`
+    configuration); without one (a custom loop driving callbacks by hand), the
+    callback counts batches itself.
+    """
+
+    wrapper_cls = None
+
+    def __init__(self):
+        super().__init__()
+        self.wrappers = []
+        self._counter = None
+
+    def on_train_begin(self, logs=None):
+        self.wrappers = find(self.model, self.wrapper_cls)
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            bind(self.wrappers, optimizer.iterations)
+            self._counter = None
+        else:
+            bind(self.wrappers, CALLBACK_COUNTER)
+            self._counter = max(
+                [int(np.asarray(w.step_variable())) for w in self.wrappers if w.built]
+                or [0]
+            )
+
+    def on_train_batch_begin(self, batch=None, logs=None):
+        if self._counter is None:
+            return
+        self._counter += 1
+        for wrapper in self.wrappers:
+            if wrapper.built:
+                wrapper.step_variable().assign(self._counter)

@@ -1,0 +1,168 @@
+"""prepare → fit with callbacks → strip: the pruning entry points."""
+
+import keras
+
+from tfcompress.core import copy_layer, is_graph_model, map_layers
+from tfcompress.pruning import registry
+from tfcompress.pruning.wrapper import PruneLowMagnitude
+
+SUBCLASSED_ERROR = (
+    "{name} is a subclassed model; its layers are created in Python code, so "
+    "they cannot be rewrapped from outside without changing that code. Wrap "
+    "the layers where the model creates them, e.g. in __init__: "
+    "`self.dense = tfcompress.pruning.prune_low_magnitude(keras.layers.Dense(64), "
+    "pruning_schedule=...)`, then train with UpdatePruningStep as usual."
+)
+
+
+def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
+                        block_pooling_type="AVG", sparsity_m_by_n=None, **kwargs):
+    """Wraps a layer, a list of layers, or a Sequential/functional model for pruning.
+
+    TFMOT's function, for Keras 3. On a model, every layer with prunable
+    weights (Dense, Conv, Embedding, RNN, attention, ... see
+    `registry.PRUNABLE`) is wrapped in `PruneLowMagnitude`; weightless layers
+    and normalization layers are kept as they are; nested models are pruned
+    too; layers already wrapped are kept. A layer with weights of an unknown
+    type raises an error that says how to opt it in. The returned model owns
+    copies of the weights: the original model is not changed.
+
+    Train the result with `UpdatePruningStep()` among the callbacks, then
+    `strip_pruning` it before export.
+
+    Args:
+        to_prune: a `keras.layers.Layer`, a list of layers, or a Sequential or
+            functional `keras.Model`.
+        pruning_schedule: a `PruningSchedule` (default `ConstantSparsity(0.5, 0)`).
+        block_size, block_pooling_type, sparsity_m_by_n: see `PruneLowMagnitude`.
+        **kwargs: passed to `PruneLowMagnitude` (layer inputs only), e.g.
+            `weight_names=["kernel"]`.
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+
+    base = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16),
+                             keras.layers.Dense(2)])
+    schedule = tfc.pruning.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=100)
+    model = tfc.pruning.prune_low_magnitude(base, pruning_schedule=schedule)
+    ```
+    """
+    params = dict(pruning_schedule=pruning_schedule, block_size=block_size,
+                  block_pooling_type=block_pooling_type,
+                  sparsity_m_by_n=sparsity_m_by_n)
+    if isinstance(to_prune, (list, tuple)):
+        return [
+            layer if isinstance(layer, PruneLowMagnitude)
+            else PruneLowMagnitude(layer, **params, **kwargs)
+            for layer in to_prune
+        ]
+    if isinstance(to_prune, keras.Model):
+        if not is_graph_model(to_prune):
+            raise ValueError(SUBCLASSED_ERROR.format(name=type(to_prune).__name__))
+        return map_layers(to_prune, lambda layer: _wrap(layer, params, kwargs))
+    if isinstance(to_prune, keras.layers.Layer):
+        if isinstance(to_prune, PruneLowMagnitude):
+            raise ValueError(
+                f"Layer '{to_prune.name}' is already wrapped by PruneLowMagnitude; "
+                "prune_low_magnitude must be applied once per layer."
+            )
+        return PruneLowMagnitude(to_prune, **params, **kwargs)
+    raise ValueError(
+        "prune_low_magnitude takes a keras Layer, a list of layers, or a "
+        f"Sequential/functional keras Model; got {type(to_prune).__name__}."
+    )
+
+
+def _wrap(layer, params, kwargs):
+    if isinstance(layer, PruneLowMagnitude):
+        return copy_layer(layer)
+    names = _weight_names_for(layer, kwargs)
+    if names is None and not registry.is_prunable(layer):
+        if layer.weights and not isinstance(layer, registry.PASSTHROUGH):
+            raise registry.unsupported_error(layer)
+        return copy_layer(layer)
+    wrapper = PruneLowMagnitude(copy_layer(layer), **params, weight_names=names)
+    if names is None and not registry.prunable_weights(layer):
+        return copy_layer(layer)  # e.g. DepthwiseConv2D: nothing pruned by default
+    return wrapper
+
+
+def _weight_names_for(layer, kwargs):
+    """`weight_names` may be a list (all layers) or a dict keyed by layer name or class."""
+    names = kwargs.get("weight_names")
+    if isinstance(names, dict):
+        return names.get(layer.name, names.get(type(layer).__name__))
+    return names
+
+
+def strip_pruning(model):
+    """Returns a copy of `model` with pruning wrappers replaced by plain layers.
+
+    Each wrapped layer becomes a plain copy of its inner layer whose weights
+    are `weight * mask`, so the zeros are in the weights themselves, the
+    outputs are identical, and no tfcompress class remains (the model loads
+    and exports anywhere). A model with no wrappers comes back unchanged (the
+    same object). A single `PruneLowMagnitude` layer returns its stripped
+    inner layer.
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+    pruned = tfc.pruning.prune_low_magnitude(
+        keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    plain = tfc.pruning.strip_pruning(pruned)
+    ```
+    """
+    if isinstance(model, PruneLowMagnitude):
+        return copy_layer(model.layer, weights=model.baked_weights())
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"strip_pruning takes a keras Model or a PruneLowMagnitude layer; "
+            f"got {type(model).__name__}."
+        )
+    from tfcompress.core import steps
+
+    if not steps.find(model, PruneLowMagnitude):
+        return model
+    if not is_graph_model(model):
+        raise ValueError(
+            f"{type(model).__name__} is a subclassed model holding pruning "
+            "wrappers; strip each wrapper with strip_pruning(layer) in your "
+            "model's code, or build the model as functional/Sequential."
+        )
+
+    def unwrap(layer):
+        if isinstance(layer, PruneLowMagnitude):
+            return copy_layer(layer.layer, weights=layer.baked_weights())
+        return copy_layer(layer)
+
+    return map_layers(model, unwrap)
+
+
+def prune_scope():
+    """A custom-object scope holding the pruning classes (TFMOT compatibility).
+
+    tfcompress registers its classes with Keras on import, so a pruned
+    `.keras` file loads with plain `keras.saving.load_model` once tfcompress
+    is imported; the scope is kept for code written against TFMOT.
+
+    Example:
+
+    ```python
+    import tfcompress as tfc
+    with tfc.pruning.prune_scope():
+        pass  # keras.saving.load_model("pruned.keras")
+    ```
+    """
+    from tfcompress.pruning.schedule import ConstantSparsity, PolynomialDecay
+
+    return keras.saving.custom_object_scope({
+        "PruneLowMagnitude": PruneLowMagnitude,
+        "ConstantSparsity": ConstantSparsity,
+        "PolynomialDecay": PolynomialDecay,
+    })

@@ -1,0 +1,89 @@
+"""Mask functions: weights (and a sparsity) in, a 0/1 mask of the same shape out.
+
+Pure TensorFlow and XLA-friendly: thresholds come from `tf.sort` and a gather
+(a data-dependent `top_k` made every XLA train step take seconds here).
+"""
+
+import tensorflow as tf
+
+
+def magnitude(weights, sparsity):
+    """Keeps the `round(n * (1 - sparsity))` largest-magnitude entries (at least 1).
+
+    Example:
+
+    ```python
+    import tensorflow as tf
+    from tfcompress.pruning import masks
+    masks.magnitude(tf.constant([0.1, -3.0, 2.0, 0.5]), 0.5)  # [0, 1, 1, 0]
+    ```
+    """
+    magnitudes = tf.abs(weights)
+    flat = tf.reshape(magnitudes, [-1])
+    size = tf.cast(tf.size(flat), "float32")
+    keep = tf.maximum(tf.cast(tf.round(size * (1.0 - sparsity)), "int32"), 1)
+    threshold = tf.gather(tf.sort(flat, direction="DESCENDING"), keep - 1)
+    return tf.cast(magnitudes >= threshold, weights.dtype)
+
+
+def block(weights, sparsity, block_size, pooling="AVG"):
+    """Magnitude mask over `block_size` blocks of a 2-D weight.
+
+    Each block's magnitude is the mean (`"AVG"`) or max (`"MAX"`) of its
+    entries' magnitudes (edge blocks: over the entries they hold); whole
+    blocks are kept or pruned.
+
+    Example:
+
+    ```python
+    import tensorflow as tf
+    from tfcompress.pruning import masks
+    m = masks.block(tf.random.normal([8, 8]), 0.5, (2, 2))
+    ```
+    """
+    rows, cols = weights.shape
+    bh, bw = block_size
+    pad = [[0, -rows % bh], [0, -cols % bw]]
+    magnitudes = tf.pad(tf.abs(weights), pad)
+    counts = tf.pad(tf.ones_like(weights), pad)
+    shape = [(rows + pad[0][1]) // bh, bh, (cols + pad[1][1]) // bw, bw]
+    if pooling == "MAX":
+        pooled = tf.reduce_max(tf.reshape(magnitudes, shape), axis=[1, 3])
+    else:
+        pooled = tf.reduce_sum(tf.reshape(magnitudes, shape), axis=[1, 3]) / (
+            tf.reduce_sum(tf.reshape(counts, shape), axis=[1, 3])
+        )
+    block_mask = magnitude(pooled, sparsity)
+    full = tf.repeat(tf.repeat(block_mask, bh, axis=0), bw, axis=1)
+    return full[:rows, :cols]
+
+
+def m_by_n(weights, m, n):
+    """Zeros the `m` smallest-magnitude entries in each run of `n` input channels.
+
+    Runs go along the input-channel axis (axis -2: `[in, out]` for Dense,
+    `[h, w, in, out]` for Conv2D), the layout sparse tensor cores and
+    TFLite's sparse kernels read. `m_by_n(w, 2, 4)` is 2:4 sparsity.
+
+    Example:
+
+    ```python
+    import tensorflow as tf
+    from tfcompress.pruning import masks
+    m = masks.m_by_n(tf.random.normal([8, 3]), 2, 4)  # 2 zeros in every 4
+    ```
+    """
+    rank = len(weights.shape)
+    perm = [rank - 1] + list(range(rank - 2)) + [rank - 2]
+    moved = tf.transpose(weights, perm)
+    moved_shape = moved.shape
+    channels = moved_shape[-1]
+    rows = tf.reshape(tf.abs(moved), [-1, channels])
+    padding = -channels % n
+    groups = tf.reshape(tf.pad(rows, [[0, 0], [0, padding]]), [-1, n])
+    order = tf.argsort(groups, axis=-1, direction="DESCENDING", stable=True)
+    ranks = tf.argsort(order, axis=-1, stable=True)
+    keep = tf.cast(ranks < n - m, weights.dtype)
+    keep = tf.reshape(keep, [-1, channels + padding])[:, :channels]
+    keep = tf.reshape(keep, moved_shape)
+    return tf.transpose(keep, tf.math.invert_permutation(perm))

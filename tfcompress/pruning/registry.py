@@ -1,0 +1,123 @@
+"""Which weights of which layers are pruned.
+
+Built-in layers are looked up by class (subclasses included); a custom layer
+declares its own by implementing `PrunableLayer.get_prunable_weights`; any
+layer can be opted in by naming weights explicitly (`weight_names=`).
+"""
+
+import keras
+
+L = keras.layers
+
+#: Built-in layers with weights, and the names of the weights pruned.
+PRUNABLE = {
+    L.Dense: ("kernel",),
+    L.EinsumDense: ("kernel",),
+    L.Conv1D: ("kernel",),
+    L.Conv2D: ("kernel",),
+    L.Conv3D: ("kernel",),
+    L.Conv1DTranspose: ("kernel",),
+    L.Conv2DTranspose: ("kernel",),
+    L.Conv3DTranspose: ("kernel",),
+    # Like TFMOT: accepted, kernel left dense (few weights, large effect).
+    # Opt in with weight_names=["kernel"].
+    L.DepthwiseConv1D: (),
+    L.DepthwiseConv2D: (),
+    L.SeparableConv1D: ("pointwise_kernel",),
+    L.SeparableConv2D: ("pointwise_kernel",),
+    L.Embedding: ("embeddings",),
+    L.LSTM: ("kernel", "recurrent_kernel"),
+    L.GRU: ("kernel", "recurrent_kernel"),
+    L.SimpleRNN: ("kernel", "recurrent_kernel"),
+    L.MultiHeadAttention: ("kernel",),  # query, key, value and output projections
+}
+
+#: Layers with weights that stay dense and pass through unwrapped.
+PASSTHROUGH = (
+    L.BatchNormalization,
+    L.LayerNormalization,
+    L.GroupNormalization,
+    L.UnitNormalization,
+    L.Normalization,
+    L.PReLU,
+)
+
+SUPPORTED_NAMES = sorted(c.__name__ for c in PRUNABLE)
+
+
+class PrunableLayer:
+    """Mixin for custom layers that declare the weights to prune.
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+
+    class Scale(keras.layers.Layer, tfc.pruning.PrunableLayer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1],))
+
+        def call(self, x):
+            return x * self.w
+
+        def get_prunable_weights(self):
+            return [self.w]
+
+    wrapped = tfc.pruning.prune_low_magnitude(Scale())
+    ```
+    """
+
+    def get_prunable_weights(self):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement get_prunable_weights()."
+        )
+
+
+def lookup(layer):
+    """Registered weight names for `layer`'s class, or None when unknown."""
+    for cls in type(layer).__mro__:
+        if cls in PRUNABLE:
+            return PRUNABLE[cls]
+    return None
+
+
+def is_prunable(layer):
+    """True when `prune_low_magnitude` knows which weights of `layer` to prune."""
+    return (
+        hasattr(layer, "get_prunable_weights") or lookup(layer) is not None
+    )
+
+
+def unsupported_error(layer):
+    return ValueError(
+        f"Layer '{layer.name}' of type {type(layer).__name__} has weights but "
+        "tfcompress does not know which of them to prune. Supported layers: "
+        f"{', '.join(SUPPORTED_NAMES)}. To prune it, subclass "
+        "tfcompress.pruning.PrunableLayer and implement get_prunable_weights(), "
+        "or wrap it naming its weights: "
+        "prune_low_magnitude(layer, weight_names=['kernel']). To leave it dense, "
+        "prune the other layers only (prune_low_magnitude on each of them)."
+    )
+
+
+def prunable_weights(layer, weight_names=None):
+    """The variables of a built `layer` to prune."""
+    if weight_names is not None:
+        names = tuple(weight_names)
+    elif hasattr(layer, "get_prunable_weights"):
+        return list(layer.get_prunable_weights())
+    else:
+        names = lookup(layer)
+        if names is None:
+            if layer.weights:
+                raise unsupported_error(layer)
+            return []
+    found = [w for w in layer.weights if w.name in names]
+    missing = set(names) - {w.name for w in found}
+    if weight_names is not None and missing:
+        raise ValueError(
+            f"Layer '{layer.name}' has no weight named {sorted(missing)}; its "
+            f"weights are {[w.name for w in layer.weights]}."
+        )
+    return [w for w in found if w.trainable]

@@ -1,0 +1,191 @@
+"""Pruning schedules: when to update masks, and to what sparsity.
+
+Same parameters and per-step values as TFMOT's schedules. A schedule is
+called with the 1-based training step and returns `(should_prune, sparsity)`
+as tensors, so it runs inside the compiled train step.
+"""
+
+import keras
+import tensorflow as tf
+
+
+class PruningSchedule:
+    """Base class. Subclasses implement `__call__(step)` and `get_config()`.
+
+    Example (a custom schedule that prunes once, at step 50):
+
+    ```python
+    import tensorflow as tf
+    from tfcompress.pruning import PruningSchedule
+
+    class OneShot(PruningSchedule):
+        def __init__(self, sparsity, step=50):
+            self.sparsity, self.step = sparsity, step
+
+        def __call__(self, step):
+            return tf.equal(step, self.step), tf.constant(self.sparsity)
+
+        def get_config(self):
+            return {"sparsity": self.sparsity, "step": self.step}
+
+    should_prune, sparsity = OneShot(0.5)(tf.constant(50, "int64"))
+    ```
+    """
+
+    def __call__(self, step):
+        raise NotImplementedError
+
+    def get_config(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.pop("class_name", None)
+        config = config.pop("config", config)
+        return cls(**config)
+
+    def _should_prune(self, step, begin_step, end_step, frequency):
+        step = tf.cast(step, "int64")
+        in_range = tf.logical_and(
+            step >= begin_step, tf.logical_or(end_step < 0, step <= end_step)
+        )
+        on_turn = tf.equal(tf.math.floormod(step - begin_step, frequency), 0)
+        return tf.logical_and(in_range, on_turn)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+def _check_steps(begin_step, end_step, frequency, allow_forever):
+    for name, value in (("begin_step", begin_step), ("end_step", end_step),
+                        ("frequency", frequency)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{name} must be an int, got {value!r}.")
+    if begin_step < 0:
+        raise ValueError(f"begin_step must be >= 0, got {begin_step}.")
+    if end_step == -1 and not allow_forever:
+        raise ValueError(
+            "end_step=-1 (prune forever) is not allowed for this schedule; give "
+            "the step at which final sparsity is reached."
+        )
+    if end_step != -1 and end_step < begin_step:
+        raise ValueError(
+            f"end_step ({end_step}) must be >= begin_step ({begin_step}), or -1 "
+            "to keep pruning until training ends."
+        )
+    if frequency <= 0:
+        raise ValueError(
+            f"frequency must be > 0 (steps between mask updates), got {frequency}."
+        )
+
+
+def _check_sparsity(name, value):
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"{name} must be in [0, 1) (the fraction of weights set to zero), "
+            f"got {value!r}."
+        )
+
+
+@keras.saving.register_keras_serializable("tfcompress")
+class ConstantSparsity(PruningSchedule):
+    """The same sparsity at every update step in `[begin_step, end_step]`.
+
+    Args:
+        target_sparsity: fraction of weights set to zero, in [0, 1).
+        begin_step: first step at which masks update.
+        end_step: last step at which masks update; -1 means never stop.
+        frequency: masks update every `frequency` steps from `begin_step`.
+
+    Example:
+
+    ```python
+    import tfcompress as tfc
+    schedule = tfc.pruning.ConstantSparsity(0.5, begin_step=0, frequency=100)
+    should_prune, sparsity = schedule(100)  # (True, 0.5)
+    ```
+    """
+
+    def __init__(self, target_sparsity, begin_step, end_step=-1, frequency=100):
+        _check_sparsity("target_sparsity", target_sparsity)
+        _check_steps(begin_step, end_step, frequency, allow_forever=True)
+        self.target_sparsity = float(target_sparsity)
+        self.begin_step = begin_step
+        self.end_step = end_step
+        self.frequency = frequency
+
+    def __call__(self, step):
+        should = self._should_prune(step, self.begin_step, self.end_step, self.frequency)
+        return should, tf.constant(self.target_sparsity, "float32")
+
+    def get_config(self):
+        return {
+            "target_sparsity": self.target_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }
+
+
+@keras.saving.register_keras_serializable("tfcompress")
+class PolynomialDecay(PruningSchedule):
+    """Sparsity rising from `initial_sparsity` to `final_sparsity` polynomially.
+
+    At step `s`, with `p = clip((s - begin_step) / (end_step - begin_step), 0, 1)`:
+    `sparsity = final + (initial - final) * (1 - p) ** power`
+    (Zhu & Gupta, 2017). Masks update every `frequency` steps in
+    `[begin_step, end_step]`, so sparsity equals `final_sparsity` from
+    `end_step` on when `end_step - begin_step` is a multiple of `frequency`.
+
+    Example:
+
+    ```python
+    import tfcompress as tfc
+    schedule = tfc.pruning.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=0.8, begin_step=0, end_step=1000)
+    should_prune, sparsity = schedule(1000)  # (True, 0.8)
+    ```
+    """
+
+    def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step,
+                 power=3, frequency=100):
+        _check_sparsity("initial_sparsity", initial_sparsity)
+        _check_sparsity("final_sparsity", final_sparsity)
+        _check_steps(begin_step, end_step, frequency, allow_forever=False)
+        if end_step == begin_step:
+            raise ValueError(
+                f"end_step ({end_step}) must be > begin_step ({begin_step}) for "
+                "PolynomialDecay; use ConstantSparsity for a one-step schedule."
+            )
+        self.initial_sparsity = float(initial_sparsity)
+        self.final_sparsity = float(final_sparsity)
+        self.begin_step = begin_step
+        self.end_step = end_step
+        self.power = power
+        self.frequency = frequency
+
+    def __call__(self, step):
+        should = self._should_prune(step, self.begin_step, self.end_step, self.frequency)
+        fraction = tf.cast(tf.cast(step, "int64") - self.begin_step, "float32") / float(
+            self.end_step - self.begin_step
+        )
+        p = tf.clip_by_value(fraction, 0.0, 1.0)
+        sparsity = self.final_sparsity + (
+            self.initial_sparsity - self.final_sparsity
+        ) * tf.pow(1.0 - p, float(self.power))
+        return should, sparsity
+
+    def get_config(self):
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "power": self.power,
+            "frequency": self.frequency,
+        }

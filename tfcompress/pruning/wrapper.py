@@ -1,0 +1,170 @@
+"""`PruneLowMagnitude`: a layer whose chosen weights are multiplied by 0/1 masks."""
+
+import keras
+import tensorflow as tf
+
+from tfcompress.core import WeightWrapper
+from tfcompress.pruning import masks, registry
+from tfcompress.pruning.schedule import ConstantSparsity, PruningSchedule
+
+
+@keras.saving.register_keras_serializable("tfcompress")
+class PruneLowMagnitude(WeightWrapper):
+    """Prunes a layer's weights by magnitude, on a schedule, inside `fit`.
+
+    The layer computes with `weight * mask`; each mask is a non-trainable
+    weight of the wrapper, recomputed from the weight magnitudes at the
+    schedule's update steps inside the compiled train step. Pruned entries get
+    zero gradient and stay exactly zero in the layer's computation between
+    updates. Masks only ever shrink: magnitudes are ranked on `weight * mask`.
+
+    Args:
+        layer: the layer to prune (see `tfcompress.pruning.registry`).
+        pruning_schedule: a `PruningSchedule`; default `ConstantSparsity(0.5, 0)`.
+        block_size: `(height, width)` blocks pruned together (2-D weights only).
+        block_pooling_type: `"AVG"` or `"MAX"`, a block's magnitude.
+        sparsity_m_by_n: `(m, n)`, e.g. `(2, 4)`: m zeros in every n input
+            channels (Dense and Conv2D kernels). Updated at the schedule's
+            update steps; the schedule's sparsity value is not used.
+        weight_names: names of the inner layer's weights to prune, overriding
+            the registry (e.g. `["kernel"]` for a DepthwiseConv2D).
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+
+    model = keras.Sequential([
+        keras.Input((4,)),
+        tfc.pruning.PruneLowMagnitude(
+            keras.layers.Dense(3),
+            pruning_schedule=tfc.pruning.ConstantSparsity(0.5, 0, frequency=1)),
+    ])
+    model.compile("sgd", "mse")
+    model.fit(keras.ops.ones((8, 4)), keras.ops.ones((8, 3)), verbose=0,
+              callbacks=[tfc.pruning.UpdatePruningStep()])
+    ```
+    """
+
+    def __init__(self, layer, pruning_schedule=None, block_size=(1, 1),
+                 block_pooling_type="AVG", sparsity_m_by_n=None,
+                 weight_names=None, **kwargs):
+        if isinstance(layer, keras.Model):
+            raise ValueError(
+                "PruneLowMagnitude wraps a layer; to prune a model use "
+                "prune_low_magnitude(model)."
+            )
+        if weight_names is None and not registry.is_prunable(layer) and layer.weights:
+            raise registry.unsupported_error(layer)
+        pruning_schedule = pruning_schedule or ConstantSparsity(0.5, 0)
+        if isinstance(pruning_schedule, dict):
+            pruning_schedule = keras.saving.deserialize_keras_object(pruning_schedule)
+        if not isinstance(pruning_schedule, PruningSchedule):
+            raise ValueError(
+                "pruning_schedule must be a PruningSchedule such as "
+                "ConstantSparsity or PolynomialDecay, got "
+                f"{type(pruning_schedule).__name__}."
+            )
+        block_size = tuple(int(b) for b in block_size)
+        if len(block_size) != 2 or min(block_size) < 1:
+            raise ValueError(
+                f"block_size must be two positive ints, got {block_size}."
+            )
+        if block_pooling_type not in ("AVG", "MAX"):
+            raise ValueError(
+                f"block_pooling_type must be 'AVG' or 'MAX', got {block_pooling_type!r}."
+            )
+        if sparsity_m_by_n is not None:
+            sparsity_m_by_n = tuple(int(v) for v in sparsity_m_by_n)
+            if len(sparsity_m_by_n) != 2 or not 0 < sparsity_m_by_n[0] < sparsity_m_by_n[1]:
+                raise ValueError(
+                    "sparsity_m_by_n must be (m, n) with 0 < m < n, e.g. (2, 4), "
+                    f"got {sparsity_m_by_n}."
+                )
+            if block_size != (1, 1):
+                raise ValueError("Use either block_size or sparsity_m_by_n, not both.")
+        super().__init__(layer, **kwargs)
+        self.pruning_schedule = pruning_schedule
+        self.block_size = block_size
+        self.block_pooling_type = block_pooling_type
+        self.sparsity_m_by_n = sparsity_m_by_n
+        self.weight_names = None if weight_names is None else list(weight_names)
+        self.masks = []
+
+    def target_weights(self):
+        targets = registry.prunable_weights(self.layer, self.weight_names)
+        for w in targets:
+            if self.block_size != (1, 1) and len(w.shape) != 2:
+                raise ValueError(
+                    f"block_size {self.block_size} needs 2-D weights, but "
+                    f"'{self.layer.name}' weight '{w.name}' has shape {w.shape}. "
+                    "Use block sparsity on Dense/Embedding layers only."
+                )
+            if self.sparsity_m_by_n and len(w.shape) not in (2, 4):
+                raise ValueError(
+                    f"sparsity_m_by_n needs 2-D (Dense) or 4-D (Conv2D) weights, "
+                    f"but '{self.layer.name}' weight '{w.name}' has shape {w.shape}."
+                )
+        if getattr(self.layer, "quantization_mode", None):
+            raise ValueError(
+                f"Layer '{self.layer.name}' is already quantized "
+                f"({self.layer.quantization_mode}); prune the float model, then "
+                "quantize."
+            )
+        return targets
+
+    def build_state(self, targets):
+        inner = self.layer.path if hasattr(self.layer, "path") else self.layer.name
+        self.masks = [
+            self.add_weight(
+                name=_mask_name(w, inner), shape=w.shape, dtype=w.dtype,
+                initializer="ones", trainable=False, aggregation="none",
+            )
+            for w in targets
+        ]
+        self.pruning_step = self.add_weight(
+            name="pruning_step", shape=(), dtype="int64", initializer="zeros",
+            trainable=False, aggregation="none",
+        )
+
+    def step_variable(self):
+        return self.pruning_step
+
+    def transform_weights(self, targets, training):
+        if training and targets:
+            step = self.training_step()
+            should_prune, sparsity = self.pruning_schedule(step)
+            tf.cond(should_prune, lambda: self._update_masks(targets, sparsity),
+                    lambda: tf.no_op())
+        return [w.value * m.value for w, m in zip(targets, self.masks)]
+
+    def _update_masks(self, targets, sparsity):
+        for w, m in zip(targets, self.masks):
+            m.assign(self._new_mask(w.value * m.value, sparsity))
+        return tf.no_op()
+
+    def _new_mask(self, weights, sparsity):
+        if self.sparsity_m_by_n:
+            return masks.m_by_n(weights, *self.sparsity_m_by_n)
+        if self.block_size != (1, 1):
+            return masks.block(weights, sparsity, self.block_size, self.block_pooling_type)
+        return masks.magnitude(weights, sparsity)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            pruning_schedule=keras.saving.serialize_keras_object(self.pruning_schedule),
+            block_size=list(self.block_size),
+            block_pooling_type=self.block_pooling_type,
+            sparsity_m_by_n=None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n),
+            weight_names=self.weight_names,
+        )
+        return config
+
+
+def _mask_name(weight, inner_path):
+    path = weight.path
+    if path.startswith(inner_path + "/"):
+        path = path[len(inner_path) + 1:]
+    return path.replace("/", "_") + "_mask"
