@@ -33,8 +33,10 @@ def map_layers(model, fn):
     layers are left to Keras.
     """
     def clone_fn(layer):
-        if isinstance(layer, keras.layers.InputLayer):
-            return layer
+        if isinstance(layer, keras.layers.InputLayer) or not isinstance(
+            layer, keras.layers.Layer
+        ):
+            return layer  # inputs, and bare ops (keras.ops calls) in the graph
         return fn(layer)
 
     new = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)

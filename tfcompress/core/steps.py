@@ -83,8 +83,10 @@ class StepCallback(keras.callbacks.Callback):
         super().__init__()
         self.wrappers = []
         self._counter = None
+        self._checked = False
 
     def on_train_begin(self, logs=None):
+        self._checked = False
         self.wrappers = find(self.model, self.wrapper_cls)
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None:
@@ -95,6 +97,32 @@ class StepCallback(keras.callbacks.Callback):
             self._counter = max(
                 [int(np.asarray(w.step_variable())) for w in self.wrappers if w.built]
                 or [0]
+            )
+
+    def on_train_batch_end(self, batch=None, logs=None):
+        if not self._checked:
+            self._checked = True
+            self._check_steps_advanced()
+
+    def on_epoch_end(self, epoch=None, logs=None, **kwargs):
+        # Also accepts TFMOT's `on_epoch_end(batch=...)` spelling.
+        self._check_steps_advanced()
+
+    def _check_steps_advanced(self):
+        """Fails loudly if training ran but a wrapper never saw training=True."""
+        if self._counter is not None or not self.wrappers:
+            return
+        iterations = int(np.asarray(self.model.optimizer.iterations))
+        stale = [w.name for w in self.wrappers
+                 if w.built and int(np.asarray(w.step_variable())) < iterations]
+        if iterations and stale:
+            raise RuntimeError(
+                f"Training ran {iterations} steps but {stale} never ran in training "
+                "mode, so its schedule did not advance. Keras only passes "
+                "`training=True` down to layers when every enclosing call() "
+                "accepts it: give your model's call() a `training=None` argument "
+                "and pass it to sublayers, e.g. "
+                "`def call(self, x, training=None): return self.dense(x, training=training)`."
             )
 
     def on_train_batch_begin(self, batch=None, logs=None):

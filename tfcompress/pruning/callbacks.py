@@ -35,11 +35,6 @@ class UpdatePruningStep(steps.StepCallback):
 
     wrapper_cls = PruneLowMagnitude
 
-    def on_epoch_end(self, epoch=None, logs=None, **kwargs):
-        # Accepts TFMOT's `on_epoch_end(batch=...)` spelling. Nothing to do:
-        # masks live in the wrappers, and `strip_pruning` bakes them in.
-        del epoch, logs, kwargs
-
 
 def sparsity_logs(model):
     """Current pruning scalars of `model`: per mask, global, and step.

@@ -1,0 +1,415 @@
+"""Benchmark: tfcompress pruning (Keras 3) against TFMOT (tf_keras), head to head.
+
+What it measures
+----------------
+The same small CNN (Conv2D 16 -> Conv2D 32 -> MaxPool -> Dense 64 -> Dense 10),
+the same initial weights, the same scikit-learn digits split (70/15/15) and
+the same batch order (a seeded `tf.data` shuffle) are used by both frameworks:
+
+1. Accuracy after pruning. The dense model is trained for `dense_epochs`
+   (Adam 1e-3, batch 32). Then, for each target sparsity in 50%, 80% and 90%,
+   a copy of those dense weights is wrapped with `prune_low_magnitude` using
+   `PolynomialDecay(0 -> target, begin_step=0, end_step ~70% of the
+   fine-tuning steps, frequency = steps_per_epoch / 2)`, fine-tuned for
+   `finetune_epochs` with `UpdatePruningStep`, and stripped. Reported: test
+   accuracy and the achieved sparsity (fraction of zeros over the Conv2D and
+   Dense kernels of the stripped model).
+2. Training overhead of the pruning wrapper. One epoch of `fit` is timed on an
+   unwrapped model and on a wrapped one (pruning active: masks update twice
+   per epoch), interleaved, after one warm-up epoch each. The minimum epoch
+   time over the timed epochs is reported, and the ratio wrapped/unwrapped.
+   Keras 3 is compiled with `jit_compile=False` to match tf_keras (whose
+   default is no XLA). Keras 3's own default, `jit_compile="auto"`, turns XLA
+   off on CPU-only machines (and on where a GPU is visible); the value it
+   resolves to here is reported.
+
+Each framework runs in its own subprocess: importing
+`tensorflow_model_optimization` sets `TF_USE_LEGACY_KERAS=1` for the whole
+process, which breaks Keras 3. The parent process builds the data and the
+initial weights (Keras 3), writes them to an `.npz`, runs
+`python bench_pruning.py --worker {tfcompress,tfmot} --inputs DIR` twice, and
+reads back each worker's JSON.
+
+How to run
+----------
+From the repository root (needs tensorflow, keras 3, tf_keras,
+tensorflow-model-optimization and scikit-learn)::
+
+    python scripts/bench_pruning.py            # full run, a few minutes on 2 cores
+    python scripts/bench_pruning.py --quick    # smoke run, well under a minute or two
+    python scripts/bench_pruning.py --out results.json
+
+It prints two markdown tables (accuracy/sparsity, epoch times) and whether
+tfcompress meets its targets: accuracy >= TFMOT's at every sparsity, and a
+wrapped/unwrapped epoch-time ratio <= 1.10 and <= TFMOT's ratio.
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FRAMEWORKS = ("tfcompress", "tfmot")
+SPARSITIES = (0.5, 0.8, 0.9)
+BATCH_SIZE = 32
+LEARNING_RATE = 1e-3
+SEED = 0
+RATIO_TARGET = 1.10
+
+CONFIGS = {
+    "full": {"dense_epochs": 20, "finetune_epochs": 15, "timed_epochs": 5},
+    "quick": {"dense_epochs": 2, "finetune_epochs": 2, "timed_epochs": 2},
+}
+
+
+# ---------------------------------------------------------------------------
+# Shared by both workers: the model, the data pipeline, the protocol.
+# `keras` is whichever Keras the worker uses (Keras 3 or tf_keras).
+# ---------------------------------------------------------------------------
+def build_model(keras):
+    """The benchmark CNN, written once for Keras 3 and tf_keras alike."""
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((8, 8, 1)),
+        L.Conv2D(16, 3, padding="same", activation="relu"),
+        L.Conv2D(32, 3, padding="same", activation="relu"),
+        L.MaxPooling2D(),
+        L.Flatten(),
+        L.Dense(64, activation="relu"),
+        L.Dense(10),
+    ])
+
+
+def train_dataset(tf, x, y, seed, epochs):
+    """Batches in a fixed order, identical in both frameworks.
+
+    Epoch `e` visits the examples in the `e`-th permutation drawn by a numpy
+    generator seeded with `seed`; the last batch of an epoch may be short. The
+    dataset repeats, so `fit` must be given `steps_per_epoch`: both Keras 3 and
+    tf_keras then keep one iterator across epochs (a seeded `shuffle` would
+    not do: the two frameworks create iterators a different number of times).
+    """
+    rng = np.random.default_rng(seed)
+    orders = np.stack([rng.permutation(len(x)) for _ in range(epochs)])
+    x, y = tf.constant(x), tf.constant(y)
+    return (
+        tf.data.Dataset.from_tensor_slices(orders)
+        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(BATCH_SIZE))
+        .map(lambda idx: (tf.gather(x, idx), tf.gather(y, idx)))
+        .repeat()
+        .prefetch(2)
+    )
+
+
+def steps_per_epoch(n_train):
+    """Batches per epoch, the last one short."""
+    return math.ceil(n_train / BATCH_SIZE)
+
+
+def schedule_kwargs(final_sparsity, total_steps, spe):
+    """PolynomialDecay arguments: reach the target at ~70% of `total_steps`."""
+    frequency = max(1, spe // 2)
+    end_step = max(frequency, round(0.7 * total_steps / frequency) * frequency)
+    return {"initial_sparsity": 0.0, "final_sparsity": final_sparsity,
+            "begin_step": 0, "end_step": end_step, "frequency": frequency}
+
+
+def test_accuracy(model, x, y):
+    logits = model.predict(x, batch_size=512, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def kernel_sparsity(model):
+    """Fraction of exact zeros over the kernels of the model's Conv2D/Dense layers."""
+    zeros = total = 0
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        values = np.asarray(kernel.numpy())
+        zeros += int(np.sum(values == 0))
+        total += values.size
+    return zeros / total
+
+
+def epoch_timer(keras):
+    """A callback recording each epoch's wall time (put it last in the list)."""
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+            self._start = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+class Framework:
+    """What differs between tfcompress and TFMOT; `run_protocol` is shared."""
+
+    def __init__(self, name, tf, keras, sparsity, compile_kwargs):
+        self.name = name
+        self.tf = tf
+        self.keras = keras
+        self.sparsity = sparsity  # the `tfmot.sparsity.keras`-style namespace
+        self.compile_kwargs = compile_kwargs
+
+    def fresh_model(self, weights):
+        model = build_model(self.keras)
+        model.set_weights(weights)
+        return model
+
+    def compile(self, model, **overrides):
+        model.compile(
+            optimizer=self.keras.optimizers.Adam(LEARNING_RATE),
+            loss=self.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            **{**self.compile_kwargs, **overrides},
+        )
+        return model
+
+    def prune(self, model, schedule):
+        schedule = self.sparsity.PolynomialDecay(**schedule)
+        return self.sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
+
+    def fit(self, model, dataset, spe, epochs, pruning=False):
+        """Trains for `epochs` epochs of `spe` steps; returns each epoch's time."""
+        timer = epoch_timer(self.keras)
+        callbacks = [self.sparsity.UpdatePruningStep()] if pruning else []
+        model.fit(dataset, epochs=epochs, steps_per_epoch=spe, shuffle=False,
+                  verbose=0, callbacks=callbacks + [timer])
+        return timer.times
+
+
+def run_protocol(fw, data, init_weights, config, seed):
+    """Dense training, prune + fine-tune + strip at each sparsity, timing."""
+    x, y, x_test, y_test = data
+    spe = steps_per_epoch(len(x))
+    # Every fit call starts a new iterator, so each starts at epoch 0's order.
+    epochs = max(config["dense_epochs"], config["finetune_epochs"])
+    dataset = train_dataset(fw.tf, x, y, seed, epochs)
+
+    dense = fw.compile(fw.fresh_model(init_weights))
+    fw.fit(dense, dataset, spe, config["dense_epochs"])
+    dense_weights = dense.get_weights()
+    result = {"framework": fw.name, "dense_accuracy": test_accuracy(dense, x_test, y_test),
+              "pruned": []}
+    log(fw.name, f"dense accuracy {result['dense_accuracy']:.4f}")
+
+    finetune_steps = config["finetune_epochs"] * spe
+    for target in SPARSITIES:
+        schedule = schedule_kwargs(target, finetune_steps, spe)
+        # A fresh copy each time: TFMOT wraps the given layers in place.
+        pruned = fw.compile(fw.prune(fw.fresh_model(dense_weights), schedule))
+        fw.fit(pruned, dataset, spe, config["finetune_epochs"], pruning=True)
+        stripped = fw.sparsity.strip_pruning(pruned)
+        row = {"target_sparsity": target, "schedule": schedule,
+               "achieved_sparsity": kernel_sparsity(stripped),
+               "test_accuracy": test_accuracy(stripped, x_test, y_test)}
+        result["pruned"].append(row)
+        log(fw.name, f"sparsity {target:.0%}: {row}")
+
+    result["timing"] = time_epochs(fw, dataset, init_weights, config, spe)
+    return result
+
+
+def time_epochs(fw, dataset, init_weights, config, spe):
+    """Min epoch time, unwrapped vs wrapped (pruning active), epochs interleaved.
+
+    The wrapped model's masks update every `spe // 2` steps throughout.
+    """
+    rounds = 1 + config["timed_epochs"]  # the first round is a warm-up
+    schedule = schedule_kwargs(0.8, rounds * spe / 0.7, spe)
+    unwrapped = fw.compile(fw.fresh_model(init_weights))
+    wrapped = fw.compile(fw.prune(fw.fresh_model(init_weights), schedule))
+    times = {"unwrapped": [], "wrapped": []}
+    for _ in range(rounds):
+        times["unwrapped"] += fw.fit(unwrapped, dataset, spe, 1)
+        times["wrapped"] += fw.fit(wrapped, dataset, spe, 1, pruning=True)
+    best = {k: min(v[1:]) for k, v in times.items()}
+    timing = {"unwrapped_s": best["unwrapped"], "wrapped_s": best["wrapped"],
+              "ratio": best["wrapped"] / best["unwrapped"], "epoch_times": times}
+    log(fw.name, f"timing: {timing}")
+    return timing
+
+
+_START = time.perf_counter()
+
+
+def log(name, message):
+    """Progress on stderr (stdout is kept for the report)."""
+    print(f"[{name} {time.perf_counter() - _START:6.1f}s] {message}", file=sys.stderr,
+          flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Workers: each imports only its own framework.
+# ---------------------------------------------------------------------------
+def load_tfcompress():
+    sys.path.insert(0, str(REPO_ROOT))
+    import keras
+    import tensorflow as tf
+
+    import tfcompress
+
+    # Keras 3 defaults to jit_compile="auto" (XLA where a GPU is visible);
+    # tf_keras defaults to no XLA. Pin it off so the two compare like for like.
+    return Framework("tfcompress", tf, keras, tfcompress.sparsity.keras,
+                     compile_kwargs={"jit_compile": False})
+
+
+def load_tfmot():
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras  # after tfmot: it selects the legacy Keras
+
+    return Framework("tfmot", tf, tf_keras, tfmot.sparsity.keras, compile_kwargs={})
+
+
+def run_worker(name, inputs_dir, config):
+    fw = {"tfcompress": load_tfcompress, "tfmot": load_tfmot}[name]()
+    fw.tf.random.set_seed(SEED)
+    with np.load(inputs_dir / "inputs.npz") as npz:
+        data = tuple(npz[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+        init_weights = [npz[f"w{i}"] for i in range(int(npz["n_weights"]))]
+    result = run_protocol(fw, data, init_weights, config, SEED)
+    if name == "tfcompress":
+        # What Keras 3 would use without our jit_compile=False (its default "auto").
+        model = build_model(fw.keras)
+        model.compile(optimizer="adam", loss="mse")
+        result["keras3_default_jit_compile"] = bool(model.jit_compile)
+    result["versions"] = {"tensorflow": fw.tf.__version__, "keras": fw.keras.__version__}
+    (inputs_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
+
+
+# ---------------------------------------------------------------------------
+# Parent: prepare inputs, run both workers, report.
+# ---------------------------------------------------------------------------
+def prepare_inputs(inputs_dir):
+    """Digits split and Keras 3 initial weights, saved for both workers."""
+    sys.path.insert(0, str(REPO_ROOT))
+    import keras
+
+    from tfcompress import examples
+
+    (x, y), _, (x_test, y_test) = examples.digits(seed=SEED)
+    keras.utils.set_random_seed(SEED)
+    weights = build_model(keras).get_weights()
+    np.savez(inputs_dir / "inputs.npz", x_train=x, y_train=y, x_test=x_test,
+             y_test=y_test, n_weights=len(weights),
+             **{f"w{i}": w for i, w in enumerate(weights)})
+
+
+def run_subprocess(name, inputs_dir, quick):
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+           "--inputs", str(inputs_dir)] + (["--quick"] if quick else [])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env)
+    log(name, f"worker finished in {time.perf_counter() - start:.1f} s")
+    return json.loads((inputs_dir / f"{name}.json").read_text())
+
+
+def accuracy_table(results):
+    lines = ["| framework | target sparsity | achieved sparsity | test accuracy | dense accuracy |",
+             "|---|---|---|---|---|"]
+    for name in FRAMEWORKS:
+        r = results[name]
+        for row in r["pruned"]:
+            lines.append(f"| {name} | {row['target_sparsity']:.0%} | "
+                         f"{row['achieved_sparsity']:.2%} | {row['test_accuracy']:.4f} | "
+                         f"{r['dense_accuracy']:.4f} |")
+    return "\n".join(lines)
+
+
+def timing_table(results):
+    lines = ["| framework | epoch time unwrapped (s) | wrapped (s) | ratio |",
+             "|---|---|---|---|"]
+    rows = [(name, results[name]["timing"]) for name in FRAMEWORKS]
+    for name, t in rows:
+        lines.append(f"| {name} | {t['unwrapped_s']:.4f} | {t['wrapped_s']:.4f} | "
+                     f"{t['ratio']:.3f} |")
+    return "\n".join(lines)
+
+
+def check_targets(results):
+    ours, theirs = results["tfcompress"], results["tfmot"]
+    accuracy_ok = {
+        f"{a['target_sparsity']:.0%}": a["test_accuracy"] >= b["test_accuracy"]
+        for a, b in zip(ours["pruned"], theirs["pruned"])
+    }
+    ratio = ours["timing"]["ratio"]
+    return {
+        "accuracy_ge_tfmot": accuracy_ok,
+        "ratio_le_target": ratio <= RATIO_TARGET,
+        "ratio_le_tfmot": ratio <= theirs["timing"]["ratio"],
+    }
+
+
+def verdict_lines(checks, results):
+    yes = {True: "MET", False: "MISSED"}
+    acc = ", ".join(f"{k}: {yes[v]}" for k, v in checks["accuracy_ge_tfmot"].items())
+    ours, theirs = results["tfcompress"]["timing"]["ratio"], results["tfmot"]["timing"]["ratio"]
+    return [
+        f"- accuracy(tfcompress) >= accuracy(TFMOT) at every sparsity: "
+        f"{yes[all(checks['accuracy_ge_tfmot'].values())]} ({acc})",
+        f"- tfcompress ratio {ours:.3f} <= {RATIO_TARGET:.2f}: {yes[checks['ratio_le_target']]}",
+        f"- tfcompress ratio {ours:.3f} <= TFMOT ratio {theirs:.3f}: "
+        f"{yes[checks['ratio_le_tfmot']]}",
+    ]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few epochs: a smoke run")
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
+    parser.add_argument("--inputs", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    config = CONFIGS["quick" if args.quick else "full"]
+
+    if args.worker:
+        run_worker(args.worker, args.inputs, config)
+        return
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench_pruning_") as tmp:
+        inputs_dir = Path(tmp)
+        prepare_inputs(inputs_dir)
+        results = {name: run_subprocess(name, inputs_dir, args.quick) for name in FRAMEWORKS}
+    elapsed = time.perf_counter() - start
+    checks = check_targets(results)
+
+    print(f"## Pruning benchmark ({'quick' if args.quick else 'full'}: {config}, "
+          f"batch {BATCH_SIZE}, seed {SEED})\n")
+    print(accuracy_table(results) + "\n")
+    print(timing_table(results) + "\n")
+    default_jit = results["tfcompress"]["keras3_default_jit_compile"]
+    print(f"Keras 3 is compiled with jit_compile=False (tf_keras: no XLA). Its default, "
+          f"jit_compile=\"auto\", resolves to {default_jit} on this machine "
+          "(\"auto\" means XLA only where a GPU is visible).\n")
+    print("Targets:")
+    print("\n".join(verdict_lines(checks, results)))
+    print(f"\nTotal wall time: {elapsed:.0f} s")
+    if args.out:
+        args.out.write_text(json.dumps(
+            {"config": config, "batch_size": BATCH_SIZE, "seed": SEED,
+             "results": results, "targets": checks, "wall_time_s": elapsed}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfcompress.pruning import masks
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.8, 0.99])
+def test_magnitude_keeps_the_largest(sparsity, rng):
+    w = rng.normal(size=(37, 11)).astype("float32")
+    mask = masks.magnitude(tf.constant(w), sparsity).numpy()
+    keep = max(int(np.round(w.size * (1 - sparsity))), 1)
+    assert mask.sum() == keep
+    threshold = np.sort(np.abs(w).ravel())[::-1][keep - 1]
+    np.testing.assert_array_equal(mask, (np.abs(w) >= threshold).astype("float32"))
+
+
+def test_magnitude_is_jit_compatible(rng):
+    w = tf.constant(rng.normal(size=(64, 32)).astype("float32"))
+    jitted = tf.function(masks.magnitude, jit_compile=True)
+    np.testing.assert_array_equal(jitted(w, tf.constant(0.7)), masks.magnitude(w, 0.7))
+
+
+@pytest.mark.parametrize("pooling", ["AVG", "MAX"])
+def test_block_masks_whole_blocks(pooling, rng):
+    w = rng.normal(size=(9, 10)).astype("float32")  # not multiples of the block
+    mask = masks.block(tf.constant(w), 0.5, (2, 3), pooling).numpy()
+    assert mask.shape == w.shape
+    # every block is uniform
+    for i in range(0, 9, 2):
+        for j in range(0, 10, 3):
+            blk = mask[i:i + 2, j:j + 3]
+            assert blk.min() == blk.max()
+    # block magnitudes of kept blocks are >= those of pruned blocks
+    pool = np.mean if pooling == "AVG" else np.max
+    scores = {(i, j): (pool(np.abs(w[i:i + 2, j:j + 3])), mask[i, j])
+              for i in range(0, 9, 2) for j in range(0, 10, 3)}
+    kept = [s for s, m in scores.values() if m == 1]
+    pruned = [s for s, m in scores.values() if m == 0]
+    assert min(kept) >= max(pruned)
+    assert len(kept) == round(len(scores) * 0.5)
+
+
+@pytest.mark.parametrize("shape", [(8, 5), (3, 3, 12, 4), (6, 3)])
+def test_m_by_n_zeros_m_in_every_n_input_channels(shape, rng):
+    w = rng.normal(size=shape).astype("float32")
+    mask = masks.m_by_n(tf.constant(w), 2, 4).numpy()
+    # input channels are axis -2; move them last and check every run of 4
+    moved = np.moveaxis(mask, -2, -1).reshape(-1, shape[-2])
+    moved_w = np.moveaxis(np.abs(w), -2, -1).reshape(-1, shape[-2])
+    for row, wrow in zip(moved, moved_w):
+        for start in range(0, len(row), 4):
+            group, wgroup = row[start:start + 4], wrow[start:start + 4]
+            n_keep = min(2, len(group))
+            assert group.sum() == n_keep
+            assert set(np.argsort(-wgroup)[:n_keep]) == set(np.nonzero(group)[0])
