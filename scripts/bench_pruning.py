@@ -123,7 +123,7 @@ def schedule_kwargs(final_sparsity, total_steps, spe):
 
 
 def test_accuracy(model, x, y):
-    logits = model.predict(x, batch_size=512, verbose=0)
+    logits = np.asarray(model(x, training=False))  # eager: no predict() tracing
     return float(np.mean(np.argmax(logits, axis=-1) == y))
 
 

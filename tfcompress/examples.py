@@ -5,7 +5,8 @@
 - `click_logs()`: synthetic click-through logs from a stated generative
   model: users and items have latent factors `u ~ N(0, I/√d)`,
   `v ~ N(0, I/√d)` and a per-item bias; a context feature (one of 8) adds a
-  shift; `P(click) = sigmoid(3·u·v + b_item + c_context - 1)`.
+  shift; `P(click) = sigmoid(strength·u·v + b_item + c_context - 1)` (strength 6:
+  a Bayes-optimal AUC of 0.88 at the defaults).
 """
 
 import keras
@@ -58,7 +59,7 @@ def digits_cnn(width=16):
     return keras.Model(inputs, outputs, name="digits_cnn")
 
 
-def click_logs(n=20000, users=500, items=300, contexts=8, dim=8, seed=0):
+def click_logs(n=20000, users=200, items=100, contexts=8, dim=8, strength=6.0, seed=0):
     """Synthetic click logs (see module docstring for the generative model).
 
     Returns `(features, clicks)`: a dict of int32 arrays `user`, `item`,
@@ -79,15 +80,16 @@ def click_logs(n=20000, users=500, items=300, contexts=8, dim=8, seed=0):
     user = rng.integers(0, users, n)
     item = rng.integers(0, items, n)
     context = rng.integers(0, contexts, n)
-    logit = 3.0 * np.sum(u[user] * v[item], axis=1) + item_bias[item] + context_shift[context] - 1.0
+    logit = strength * np.sum(u[user] * v[item], axis=1) + item_bias[item] + context_shift[context] - 1.0
     clicks = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("float32")
     features = {"user": user.astype("int32"), "item": item.astype("int32"),
                 "context": context.astype("int32")}
     return features, clicks
 
 
-def click_model(users=500, items=300, contexts=8, dim=16):
-    """An embedding-heavy click-through model: one Embedding per feature, a Dense tower.
+def click_model(users=200, items=100, contexts=8, dim=16):
+    """An embedding-heavy click-through model: one Embedding per feature, a Dense
+    tower, plus the user·item dot product (a factorization-machine term).
 
     Example:
 
@@ -102,8 +104,10 @@ def click_model(users=500, items=300, contexts=8, dim=16):
     user = L.Embedding(users, dim, name="user_embedding")(inputs["user"])
     item = L.Embedding(items, dim, name="item_embedding")(inputs["item"])
     context = L.Embedding(contexts, 4, name="context_embedding")(inputs["context"])
-    x = L.Concatenate()([user, item, context, L.Multiply()([user, item])])
+    interaction = L.Dot(axes=1)([user, item])  # the factorization-machine term
+    x = L.Concatenate()([user, item, context])
     x = L.Dense(64, activation="relu")(x)
     x = L.Dense(32, activation="relu")(x)
-    outputs = L.Dense(1, activation="sigmoid", name="click")(x)
+    logit = L.Add()([L.Dense(1)(x), interaction])
+    outputs = L.Activation("sigmoid", name="click")(logit)
     return keras.Model(inputs, outputs, name="click_model")
