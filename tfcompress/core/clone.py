@@ -30,7 +30,7 @@ def map_layers(model, fn):
     """Rebuilds a Sequential/functional `model`, replacing each layer by `fn(layer)`.
 
     `fn` returns a new layer; nested models are rebuilt recursively. Input
-    layers are left to Keras.
+    layers and bare ops are kept. The new model is not compiled.
     """
     def clone_fn(layer):
         if isinstance(layer, keras.layers.InputLayer) or not isinstance(
@@ -39,7 +39,15 @@ def map_layers(model, fn):
             return layer  # inputs, and bare ops (keras.ops calls) in the graph
         return fn(layer)
 
-    new = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
+    # clone_model copies the compile state (and builds a fresh optimizer); the
+    # result has different layers and weights, so it comes back uncompiled,
+    # like TFMOT's. The flag is restored whatever happens.
+    compiled = getattr(model, "compiled", False)
+    model.compiled = False
+    try:
+        new = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
+    finally:
+        model.compiled = compiled
     if model.built and not new.built:
         new.build(model.input_shape)
     return new

@@ -1,0 +1,34 @@
+import os
+import subprocess
+import sys
+
+
+def _run(*args, timeout=300):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "tfcompress.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def test_demo_prints_the_table_and_writes_logs(tmp_path):
+    out = _run("demo", "--out", str(tmp_path), "--epochs", "3", "--prune-epochs", "2")
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    header = next(l for l in lines if l.startswith("| model |"))
+    for column in ("params", "non-zeros", "sparsity", "test accuracy", ".keras bytes", "gzip bytes"):
+        assert column in header
+    pruned = next(l for l in lines if l.startswith("| pruned"))
+    sparsity = float(pruned.split("|")[4])
+    assert 0.7 < sparsity < 0.85
+    assert (tmp_path / "pruned.keras").is_file()
+    assert any((tmp_path / "logs" / "pruning").iterdir())
+    assert "tensorboard --logdir" in out.stdout
+
+
+def test_help_and_one_line_errors(tmp_path):
+    assert _run("--help").returncode == 0
+    assert "--prune-epochs" in _run("demo", "--help").stdout
+    bad = _run("demo", "--out", str(tmp_path), "--sparsity", "1.5", "--epochs", "1")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1].startswith("tfcompress demo: error:")
+    assert "final_sparsity" in bad.stderr
+    assert "Traceback" not in bad.stderr
