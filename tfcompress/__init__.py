@@ -2,12 +2,13 @@
 
 ```python
 import tfcompress as tfc          # native API: tfc.pruning.*
-import tfcompress as tfmot        # TFMOT names: tfmot.sparsity.keras.*
+import tfcompress as tfmot        # TFMOT names: tfmot.sparsity.keras.*, tfmot.quantization.keras.*
 ```
 """
 
 __version__ = "0.1.0"
 
-from tfcompress import core, pruning, sparsity  # noqa: E402  (registers Keras classes)
+from tfcompress import core, pruning, quantization, sparsity  # noqa: E402  (registers Keras classes)
+from tfcompress.quantization import keras as _tfmot_quantization  # noqa: E402,F401
 
-__all__ = ["__version__", "core", "pruning", "sparsity"]
+__all__ = ["__version__", "core", "pruning", "quantization", "sparsity"]

@@ -50,7 +50,7 @@ class WeightWrapper(keras.layers.Wrapper):
     """
 
     def __init__(self, layer, **kwargs):
-        if isinstance(layer, WeightWrapper):
+        if isinstance(layer, WeightWrapper) and not self.can_wrap(layer):
             raise ValueError(
                 f"Layer '{layer.name}' is already wrapped by "
                 f"{type(layer).__name__}; wrap the original layer once. To "
@@ -62,6 +62,10 @@ class WeightWrapper(keras.layers.Wrapper):
         self._targets = []
 
     # -- to implement -------------------------------------------------------
+    def can_wrap(self, wrapper):
+        """Whether this wrapper may wrap another `WeightWrapper` (composition)."""
+        return False
+
     def target_weights(self):
         raise NotImplementedError
 

@@ -1,0 +1,210 @@
+"""How a layer is quantized: `QuantizeConfig`, and the default 8-bit registry.
+
+The default 8-bit scheme (the layout the TFLite converter turns into pure
+int8 kernels):
+- weights: symmetric, narrow range, per output channel for convolutions
+  (depthwise kernels viewed as `C * multiplier` channels), per tensor for
+  Dense, EinsumDense, transposed convolutions and Embedding tables;
+- activations: asymmetric, per tensor, ranges from a moving average;
+- fake-quant after a layer's output, except where the converter fuses the
+  output away: a convolution feeding BatchNormalization (BN is folded into
+  it), and a layer feeding ReLU/ReLU6 (the activation is fused).
+"""
+
+import keras
+
+from tfcompress.quantization import quantizers as Q
+
+L = keras.layers
+
+
+class QuantizeConfig:
+    """Says how one layer is quantized (TFMOT's interface).
+
+    Implement `get_weights_and_quantizers(layer)` → `[(variable, quantizer)]`,
+    `get_activations_and_quantizers(layer)` → `[(activation_fn, quantizer)]`,
+    `set_quantize_activations(layer, quantized_activations)` (assigns them back,
+    e.g. `layer.activation = quantized_activations[0]`),
+    `get_output_quantizers(layer)` → `[quantizer]`, and `get_config()`.
+    `set_quantize_weights` is accepted but not needed: tfcompress substitutes
+    the quantized values for the variables while the layer runs.
+
+    Example (a custom layer quantized like a Dense):
+
+    ```python
+    import keras
+    import tfcompress as tfc
+    Q = tfc.quantization
+
+    class MyConfig(Q.QuantizeConfig):
+        def get_weights_and_quantizers(self, layer):
+            return [(layer.w, Q.LastValueQuantizer(8, False, True, True))]
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            pass
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return [Q.MovingAverageQuantizer(8, False, False, False)]
+
+        def get_config(self):
+            return {}
+    ```
+    """
+
+    def get_weights_and_quantizers(self, layer):
+        raise NotImplementedError
+
+    def get_activations_and_quantizers(self, layer):
+        raise NotImplementedError
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        raise NotImplementedError
+
+    def get_config(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def weights_quantizer(per_axis):
+    return Q.LastValueQuantizer(num_bits=8, per_axis=per_axis, symmetric=True, narrow_range=True)
+
+
+def activation_quantizer():
+    return Q.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                    narrow_range=False)
+
+
+@keras.saving.register_keras_serializable("tfcompress")
+class Default8BitQuantizeConfig(QuantizeConfig):
+    """The default scheme's config for one layer.
+
+    Args:
+        weights: `{weight name: "per_tensor" | "per_channel" | "depthwise"}`.
+        quantize_output: fake-quantize the layer's output.
+
+    Example:
+
+    ```python
+    import tfcompress as tfc
+    config = tfc.quantization.Default8BitQuantizeConfig(
+        weights={"kernel": "per_tensor"}, quantize_output=True)
+    ```
+    """
+
+    def __init__(self, weights=None, quantize_output=True):
+        self.weights = dict(weights or {})
+        bad = set(self.weights.values()) - {"per_tensor", "per_channel", "depthwise"}
+        if bad:
+            raise ValueError(f"Unknown weight granularity {bad}; use per_tensor, "
+                             "per_channel or depthwise.")
+        self.quantize_output = bool(quantize_output)
+
+    def get_weights_and_quantizers(self, layer):
+        pairs = []
+        for variable in layer.weights:
+            kind = self.weights.get(variable.name)
+            if kind == "depthwise":
+                pairs.append((variable, Q.DepthwiseWeightsQuantizer(8, True, True, True)))
+            elif kind is not None:
+                pairs.append((variable, weights_quantizer(kind == "per_channel")))
+        return pairs
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def get_output_quantizers(self, layer):
+        return [activation_quantizer()] if self.quantize_output else []
+
+    def get_config(self):
+        return {"weights": self.weights, "quantize_output": self.quantize_output}
+
+
+#: Layers with weights → which weights, at which granularity.
+WEIGHTED = {
+    L.Dense: {"kernel": "per_tensor"},
+    L.EinsumDense: {"kernel": "per_tensor"},
+    L.Conv1D: {"kernel": "per_channel"},
+    L.Conv2D: {"kernel": "per_channel"},
+    L.Conv2DTranspose: {"kernel": "per_tensor"},
+    L.DepthwiseConv2D: {"kernel": "depthwise"},
+    L.SeparableConv2D: {"depthwise_kernel": "depthwise", "pointwise_kernel": "per_channel"},
+    L.Embedding: {"embeddings": "per_tensor"},
+}
+
+#: Weightless layers (and BatchNormalization) whose output gets a fresh range.
+RANGED = (
+    L.ReLU, L.Activation, L.Softmax, L.LeakyReLU, L.Add, L.Subtract, L.Multiply,
+    L.Average, L.Maximum, L.Minimum, L.Concatenate, L.AveragePooling1D,
+    L.AveragePooling2D, L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
+    L.BatchNormalization,
+)
+
+#: Layers that only move, select or drop values: the output keeps the input's
+#: scale, and a fake-quant there would only add a requantize op.
+SCALE_PRESERVING = (
+    L.InputLayer, L.MaxPooling1D, L.MaxPooling2D, L.GlobalMaxPooling1D,
+    L.GlobalMaxPooling2D, L.Flatten, L.Reshape, L.Permute, L.Dropout,
+    L.SpatialDropout1D, L.SpatialDropout2D, L.GaussianDropout, L.AlphaDropout,
+    L.ZeroPadding1D, L.ZeroPadding2D, L.Cropping1D, L.Cropping2D, L.UpSampling1D,
+    L.UpSampling2D, L.Identity, L.RepeatVector,
+)
+
+#: Bare `keras.ops` nodes in a functional graph that keep their input's scale.
+SCALE_PRESERVING_OPS = {
+    "GetItem", "Reshape", "Transpose", "Squeeze", "ExpandDims", "Flatten", "Slice",
+    "Take", "Repeat", "Tile", "Stack", "Split", "Max", "Min", "Maximum", "Minimum",
+    "Identity", "Cast",
+}
+
+#: Activations TFLite fuses into the op before them.
+FUSABLE_ACTIVATIONS = {"relu", "relu6"}
+
+SUPPORTED_NAMES = sorted({c.__name__ for c in WEIGHTED} | {c.__name__ for c in RANGED}
+                         | {c.__name__ for c in SCALE_PRESERVING})
+
+
+def _lookup(layer, table):
+    for cls in type(layer).__mro__:
+        if cls in table:
+            return table[cls]
+    return None
+
+
+def weight_spec(layer):
+    """`{weight name: granularity}` for a supported weighted layer, else None."""
+    return _lookup(layer, WEIGHTED)
+
+
+def is_fusable_activation(layer):
+    """ReLU / ReLU6 layers that TFLite fuses into the producing op."""
+    if isinstance(layer, L.ReLU):
+        return layer.negative_slope == 0 and layer.threshold == 0 and layer.max_value in (None, 6)
+    if isinstance(layer, L.Activation):
+        return getattr(layer.activation, "__name__", "") in FUSABLE_ACTIVATIONS
+    return False
+
+
+def kind(layer):
+    """'weighted', 'ranged', 'preserving' or None (not supported)."""
+    if weight_spec(layer) is not None:
+        return "weighted"
+    if isinstance(layer, RANGED):
+        return "ranged"
+    if isinstance(layer, SCALE_PRESERVING):
+        return "preserving"
+    return None

@@ -1,0 +1,221 @@
+"""Fake-quantizers: what a float tensor looks like after an int8 round trip.
+
+Each quantizer owns the range variables it needs (`build`) and applies
+`tf.quantization.fake_quant_with_min_max_vars[_per_channel]`, the op the
+TFLite converter turns into real int8 tensors. Arguments mirror TFMOT's.
+"""
+
+import keras
+import tensorflow as tf
+
+
+class Quantizer:
+    """Base class: `build(shape, name, layer)` → dict of variables; `__call__`.
+
+    Example (a custom quantizer that clips to a fixed range):
+
+    ```python
+    import tensorflow as tf
+    import tfcompress as tfc
+
+    class FixedRange(tfc.quantization.Quantizer):
+        def build(self, tensor_shape, name, layer):
+            return {}
+
+        def __call__(self, inputs, training, weights, **kwargs):
+            return tf.quantization.fake_quant_with_min_max_args(inputs, -1.0, 1.0)
+
+        def get_config(self):
+            return {}
+    ```
+    """
+
+    def build(self, tensor_shape, name, layer):
+        raise NotImplementedError
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        raise NotImplementedError
+
+    def get_config(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+class _RangeQuantizer(Quantizer):
+    """Shared parts: range variables, symmetric ranges, the fake-quant op."""
+
+    def __init__(self, num_bits, per_axis, symmetric, narrow_range):
+        if not 2 <= int(num_bits) <= 8:
+            raise ValueError(
+                f"num_bits must be in [2, 8] (the fake-quant op's limits), got {num_bits}.")
+        self.num_bits = int(num_bits)
+        self.per_axis = bool(per_axis)
+        self.symmetric = bool(symmetric)
+        self.narrow_range = bool(narrow_range)
+
+    def _range_shape(self, tensor_shape):
+        return (int(tensor_shape[-1]),) if self.per_axis else ()
+
+    def build(self, tensor_shape, name, layer):
+        shape = self._range_shape(tensor_shape)
+        return {
+            "min": layer.add_weight(name=f"{name}_min", shape=shape, trainable=False,
+                                    initializer=keras.initializers.Constant(-6.0),
+                                    aggregation="none"),
+            "max": layer.add_weight(name=f"{name}_max", shape=shape, trainable=False,
+                                    initializer=keras.initializers.Constant(6.0),
+                                    aggregation="none"),
+        }
+
+    def _batch_range(self, inputs):
+        axes = list(range(len(inputs.shape) - 1)) if self.per_axis else None
+        low = tf.minimum(tf.reduce_min(inputs, axis=axes), 0.0)
+        high = tf.maximum(tf.reduce_max(inputs, axis=axes), 0.0)
+        if self.symmetric:
+            # narrow range: [-b, b]; full range: two's complement has one more
+            # step below zero than above, so max = -min * (2^n - 2) / 2^n.
+            ratio = -1.0 if self.narrow_range else -(2.0 ** self.num_bits - 2) / 2.0 ** self.num_bits
+            return tf.minimum(low, high / ratio), tf.maximum(high, low * ratio)
+        return low, high
+
+    def _fake_quant(self, inputs, low, high):
+        inputs = tf.cast(inputs, "float32")
+        if self.per_axis:
+            return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                inputs, low, high, num_bits=self.num_bits, narrow_range=self.narrow_range)
+        return tf.quantization.fake_quant_with_min_max_vars(
+            inputs, low, high, num_bits=self.num_bits, narrow_range=self.narrow_range)
+
+    def get_config(self):
+        return {"num_bits": self.num_bits, "per_axis": self.per_axis,
+                "symmetric": self.symmetric, "narrow_range": self.narrow_range}
+
+
+@keras.saving.register_keras_serializable("tfcompress")
+class LastValueQuantizer(_RangeQuantizer):
+    """Range = the tensor's own min/max at the latest training step (for weights).
+
+    Example:
+
+    ```python
+    import tfcompress as tfc
+    q = tfc.quantization.LastValueQuantizer(
+        num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
+    ```
+    """
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        if training:
+            low, high = self._batch_range(inputs)
+            weights["min"].assign(low)
+            weights["max"].assign(high)
+            return self._fake_quant(inputs, low, high)
+        return self._fake_quant(inputs, weights["min"].value, weights["max"].value)
+
+
+@keras.saving.register_keras_serializable("tfcompress")
+class MovingAverageQuantizer(_RangeQuantizer):
+    """Range = exponential moving average of batch min/max (for activations).
+
+    The first training batch sets the range directly (TFMOT starts from
+    [-6, 6], which short fine-tunes never leave); later batches move it by
+    `1 - ema_decay`. Zero is always inside the range.
+
+    Example:
+
+    ```python
+    import tfcompress as tfc
+    q = tfc.quantization.MovingAverageQuantizer(
+        num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+    ```
+    """
+
+    def __init__(self, num_bits, per_axis, symmetric, narrow_range, ema_decay=0.99):
+        super().__init__(num_bits, per_axis, symmetric, narrow_range)
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}.")
+        self.ema_decay = float(ema_decay)
+
+    def build(self, tensor_shape, name, layer):
+        weights = super().build(tensor_shape, name, layer)
+        weights["seen"] = layer.add_weight(
+            name=f"{name}_seen", shape=(), trainable=False, initializer="zeros",
+            aggregation="none")
+        return weights
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        if training:
+            low, high = self._batch_range(tf.cast(inputs, "float32"))
+            first = tf.equal(weights["seen"].value, 0.0)
+            decay = tf.where(first, 0.0, self.ema_decay)
+            low = decay * weights["min"].value + (1.0 - decay) * low
+            high = decay * weights["max"].value + (1.0 - decay) * high
+            weights["min"].assign(low)
+            weights["max"].assign(high)
+            weights["seen"].assign(1.0)
+            return self._fake_quant(inputs, low, high)
+        return self._fake_quant(inputs, weights["min"].value, weights["max"].value)
+
+    def get_config(self):
+        return {**super().get_config(), "ema_decay": self.ema_decay}
+
+
+@keras.saving.register_keras_serializable("tfcompress")
+class AllValuesQuantizer(_RangeQuantizer):
+    """Range = min/max over every value seen in training.
+
+    Example:
+
+    ```python
+    import tfcompress as tfc
+    q = tfc.quantization.AllValuesQuantizer(
+        num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+    ```
+    """
+
+    def build(self, tensor_shape, name, layer):
+        weights = super().build(tensor_shape, name, layer)
+        for key in ("min", "max"):
+            weights[key].assign(tf.zeros_like(weights[key].value))
+        return weights
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        if training:
+            low, high = self._batch_range(tf.cast(inputs, "float32"))
+            low = tf.minimum(weights["min"].value, low)
+            high = tf.maximum(weights["max"].value, high)
+            weights["min"].assign(low)
+            weights["max"].assign(high)
+            return self._fake_quant(inputs, low, high)
+        return self._fake_quant(inputs, weights["min"].value, weights["max"].value)
+
+
+@keras.saving.register_keras_serializable("tfcompress")
+class DepthwiseWeightsQuantizer(LastValueQuantizer):
+    """Per-channel weights quantizer for depthwise kernels `[h, w, C, m]`.
+
+    Channels are `C * m`, TFLite's output channels, so the kernel is viewed as
+    `[h, w, 1, C * m]` for the per-channel op and reshaped back.
+
+    Example:
+
+    ```python
+    import tfcompress as tfc
+    q = tfc.quantization.DepthwiseWeightsQuantizer(8, True, True, True)
+    ```
+    """
+
+    def build(self, tensor_shape, name, layer):
+        h, w, c, m = tensor_shape
+        return super().build((h, w, 1, c * m), name, layer)
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        h, w, c, m = inputs.shape
+        flat = tf.reshape(inputs, (h, w, 1, c * m))
+        return tf.reshape(super().__call__(flat, training, weights), (h, w, c, m))

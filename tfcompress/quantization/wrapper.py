@@ -1,0 +1,197 @@
+"""Quantization-aware layers: weights and outputs pass through fake-quant."""
+
+import keras
+
+from tfcompress.core import WeightWrapper
+from tfcompress.pruning.wrapper import PruneLowMagnitude
+from tfcompress.quantization.config import QuantizeConfig
+from tfcompress.quantization.quantizers import Quantizer
+
+
+def _deserialize(obj):
+    if isinstance(obj, dict):
+        return keras.saving.deserialize_keras_object(obj)
+    return obj
+
+
+@keras.saving.register_keras_serializable("tfcompress")
+class QuantizeWrapper(WeightWrapper):
+    """Runs a layer with fake-quantized weights and fake-quantizes its outputs.
+
+    Weights are quantized through the `QuantizeConfig`'s quantizers (their
+    ranges are weights of this wrapper, so they save and load with the
+    model); outputs through its output quantizers. When the wrapped layer is
+    a `PruneLowMagnitude`, the quantizer sees `weight * mask`, and since the
+    weight quantizers are symmetric (zero maps to zero), pruned weights stay
+    exactly zero in training and in the int8 TFLite weights.
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+
+    layer = tfc.quantization.QuantizeWrapper(
+        keras.layers.Dense(4),
+        tfc.quantization.Default8BitQuantizeConfig({"kernel": "per_tensor"}))
+    y = layer(keras.ops.ones((2, 3)))
+    ```
+    """
+
+    quantization_aware = True
+
+    def __init__(self, layer, quantize_config, **kwargs):
+        quantize_config = _deserialize(quantize_config)
+        if not isinstance(quantize_config, QuantizeConfig):
+            raise ValueError(
+                "quantize_config must be a tfcompress.quantization.QuantizeConfig, got "
+                f"{type(quantize_config).__name__}.")
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.quantize_config = quantize_config
+        self._weight_quantizers = []
+        self._output_quantizers = []
+        self._activation_quantizers = []
+
+    def can_wrap(self, wrapper):
+        return isinstance(wrapper, PruneLowMagnitude)
+
+    @property
+    def _base_layer(self):
+        return self.layer.layer if isinstance(self.layer, PruneLowMagnitude) else self.layer
+
+    def target_weights(self):
+        pairs = self.quantize_config.get_weights_and_quantizers(self._base_layer)
+        self._weight_quantizers = [q for _, q in pairs]
+        return [v for v, _ in pairs]
+
+    def build_state(self, targets):
+        base = self._base_layer.name
+        self._weight_vars = [
+            q.build(v.shape, f"{v.name}", self) for v, q in zip(targets, self._weight_quantizers)
+        ]
+        self._masks = [None] * len(targets)
+        if isinstance(self.layer, PruneLowMagnitude):
+            by_id = {id(v): m for v, m in zip(self.layer.targets, self.layer.masks)}
+            self._masks = [by_id.get(id(v)) for v in targets]
+        outputs = self.quantize_config.get_output_quantizers(self._base_layer)
+        self._output_quantizers = list(outputs)
+        self._output_vars = [q.build((None,), f"output_{i}", self) for i, q in enumerate(outputs)]
+        acts = self.quantize_config.get_activations_and_quantizers(self._base_layer)
+        self._activations = [a for a, _ in acts]
+        self._activation_quantizers = [q for _, q in acts]
+        self._activation_vars = [q.build((None,), f"{base}_activation_{i}", self)
+                                 for i, q in enumerate(self._activation_quantizers)]
+
+    def step_variable(self):  # not step-driven; present for the shared machinery
+        return None
+
+    def transform_weights(self, targets, training):
+        values = []
+        for v, q, weights, mask in zip(targets, self._weight_quantizers, self._weight_vars,
+                                       self._masks):
+            value = v.value if mask is None else v.value * mask.value
+            values.append(q(value, training, weights))
+        return values
+
+    def call(self, inputs, *args, training=None, **kwargs):
+        training = bool(training)
+        if self._activations:
+            quantized = [self._quantized_activation(a, q, w, training) for a, q, w in
+                         zip(self._activations, self._activation_quantizers, self._activation_vars)]
+            self.quantize_config.set_quantize_activations(self._base_layer, quantized)
+        try:
+            outputs = super().call(inputs, *args, training=training, **kwargs)
+        finally:
+            if self._activations:
+                self.quantize_config.set_quantize_activations(self._base_layer, self._activations)
+        for q, weights in zip(self._output_quantizers, self._output_vars):
+            outputs = q(outputs, training, weights)
+        return outputs
+
+    @staticmethod
+    def _quantized_activation(activation, quantizer, weights, training):
+        def quantized(x):
+            return quantizer(activation(x), training, weights)
+
+        return quantized
+
+    def get_config(self):
+        config = super().get_config()
+        config["quantize_config"] = keras.saving.serialize_keras_object(self.quantize_config)
+        return config
+
+
+@keras.saving.register_keras_serializable("tfcompress")
+class QuantizeLayer(keras.layers.Layer):
+    """Fake-quantizes a tensor: model inputs, and outputs of bare ops in a graph.
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+    q = tfc.quantization.QuantizeLayer(
+        tfc.quantization.MovingAverageQuantizer(8, False, False, False))
+    y = q(keras.ops.ones((2, 3)))
+    ```
+    """
+
+    quantization_aware = True
+
+    def __init__(self, quantizer=None, **kwargs):
+        super().__init__(**kwargs)
+        from tfcompress.quantization.config import activation_quantizer
+
+        quantizer = _deserialize(quantizer) or activation_quantizer()
+        if not isinstance(quantizer, Quantizer):
+            raise ValueError(f"quantizer must be a Quantizer, got {type(quantizer).__name__}.")
+        self.quantizer = quantizer
+
+    def build(self, input_shape):
+        self._range_vars = self.quantizer.build(input_shape, "range", self)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return self.quantizer(inputs, bool(training), self._range_vars)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(),
+                "quantizer": keras.saving.serialize_keras_object(self.quantizer)}
+
+
+@keras.saving.register_keras_serializable("tfcompress")
+class QuantizeAnnotate(keras.layers.Wrapper):
+    """Marks a layer for `quantize_apply`, optionally with its own `QuantizeConfig`.
+
+    It computes exactly like the layer it wraps.
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+    layer = tfc.quantization.quantize_annotate_layer(keras.layers.Dense(4))
+    ```
+    """
+
+    def __init__(self, layer, quantize_config=None, **kwargs):
+        kwargs.setdefault("name", f"quant_annotate_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.quantize_config = _deserialize(quantize_config)
+
+    def call(self, inputs, *args, **kwargs):
+        return self.layer(inputs, *args, **kwargs)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config["quantize_config"] = (
+            None if self.quantize_config is None
+            else keras.saving.serialize_keras_object(self.quantize_config))
+        return config
