@@ -89,7 +89,7 @@ def click_logs(n=20000, users=200, items=100, contexts=8, dim=8, strength=6.0, s
 
 def click_model(users=200, items=100, contexts=8, dim=16):
     """An embedding-heavy click-through model: one Embedding per feature, a Dense
-    tower, plus the user·item dot product (a factorization-machine term).
+    tower, plus a learned user·item product term (a factorization machine).
 
     Example:
 
@@ -104,7 +104,8 @@ def click_model(users=200, items=100, contexts=8, dim=16):
     user = L.Embedding(users, dim, name="user_embedding")(inputs["user"])
     item = L.Embedding(items, dim, name="item_embedding")(inputs["item"])
     context = L.Embedding(contexts, 4, name="context_embedding")(inputs["context"])
-    interaction = L.Dot(axes=1)([user, item])  # the factorization-machine term
+    # the factorization-machine term: a learned weighting of user * item
+    interaction = L.Dense(1, use_bias=False, name="interaction")(L.Multiply()([user, item]))
     x = L.Concatenate()([user, item, context])
     x = L.Dense(64, activation="relu")(x)
     x = L.Dense(32, activation="relu")(x)

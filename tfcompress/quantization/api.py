@@ -259,8 +259,17 @@ class _Transform:
                 producer_layer, (keras.layers.BatchNormalization, keras.layers.Add)))
         return False
 
+    def _feeds_concat(self, op):
+        """TFLite's int8 CONCATENATION needs one scale on all inputs and its output,
+        so inputs of a Concatenate take the concat's range instead of their own."""
+        return any(self._kind(c) == "ranged" and isinstance(
+            self._base(self._unwrap(c)[0]), keras.layers.Concatenate)
+            for c in self.consumers.get(id(op), []))
+
     def _quantize_output(self, op):
         consumers = self.consumers.get(id(op), [])
+        if self._feeds_concat(op):
+            return False
         return not (consumers and all(self._absorbs_output_of(c, op) for c in consumers))
 
     # -- rebuilding ----------------------------------------------------------
@@ -319,9 +328,35 @@ class _Transform:
         if kind == "preserving":
             return copy_layer(layer)
         if kind == "custom":
-            config = explicit
-        else:
-            config = C.Default8BitQuantizeConfig(
-                weights=C.weight_spec(self._base(layer)) if kind == "weighted" else None,
-                quantize_output=self._quantize_output(op))
+            return QuantizeWrapper(copy_layer(layer), explicit)
+        if isinstance(layer, keras.layers.SeparableConv2D):
+            return self._separable(layer, self._quantize_output(op))
+        split = kind == "weighted" and C.needs_activation_split(self._base(layer))
+        config = C.Default8BitQuantizeConfig(
+            weights=C.weight_spec(self._base(layer)) if kind == "weighted" else None,
+            quantize_output=self._quantize_output(op) and not split,
+            quantize_activation=split)
         return QuantizeWrapper(copy_layer(layer), config)
+
+    def _separable(self, layer, quantize_output):
+        """TFLite runs SeparableConv2D as DEPTHWISE_CONV_2D then a 1x1 CONV_2D; the
+        tensor between them needs a range, so the layer is split in two."""
+        c = layer.get_config()
+        depthwise = keras.layers.DepthwiseConv2D(
+            c["kernel_size"], strides=c["strides"], padding=c["padding"],
+            depth_multiplier=c["depth_multiplier"], dilation_rate=c["dilation_rate"],
+            data_format=c["data_format"], use_bias=False, name=f"{layer.name}_depthwise")
+        pointwise = keras.layers.Conv2D(
+            c["filters"], 1, activation=c["activation"], use_bias=c["use_bias"],
+            data_format=c["data_format"], name=f"{layer.name}_pointwise")
+        depthwise.build(layer.input.shape)
+        pointwise.build(depthwise.compute_output_shape(layer.input.shape))
+        depthwise.set_weights([layer.depthwise_kernel.numpy()])
+        pointwise.set_weights([layer.pointwise_kernel.numpy()]
+                              + ([layer.bias.numpy()] if c["use_bias"] else []))
+        split = C.needs_activation_split(pointwise)
+        dw = QuantizeWrapper(depthwise, C.Default8BitQuantizeConfig({"kernel": "depthwise"}))
+        pw = QuantizeWrapper(pointwise, C.Default8BitQuantizeConfig(
+            {"kernel": "per_channel"}, quantize_output=quantize_output and not split,
+            quantize_activation=split))
+        return lambda x, **kwargs: pw(dw(x, **kwargs), **kwargs)

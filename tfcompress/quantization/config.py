@@ -84,9 +84,24 @@ def weights_quantizer(per_axis):
     return Q.LastValueQuantizer(num_bits=8, per_axis=per_axis, symmetric=True, narrow_range=True)
 
 
-def activation_quantizer():
+#: Output ranges TFLite fixes for some int8 kernels.
+FIXED_RANGES = {"sigmoid": (0.0, 255 / 256), "softmax": (0.0, 255 / 256),
+                "tanh": (-1.0, 127 / 128)}
+
+
+def activation_quantizer(activation=None):
+    """The output quantizer after `activation` (a name), learned unless TFLite fixes it."""
+    if activation in FIXED_RANGES:
+        return Q.FixedRangeQuantizer(*FIXED_RANGES[activation])
     return Q.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
                                     narrow_range=False)
+
+
+def output_activation(layer):
+    """Name of the function a layer ends with (for fixed-range outputs)."""
+    if isinstance(layer, L.Softmax):
+        return "softmax"
+    return activation_name(layer)
 
 
 @keras.saving.register_keras_serializable("tfcompress")
@@ -106,8 +121,9 @@ class Default8BitQuantizeConfig(QuantizeConfig):
     ```
     """
 
-    def __init__(self, weights=None, quantize_output=True):
+    def __init__(self, weights=None, quantize_output=True, quantize_activation=False):
         self.weights = dict(weights or {})
+        self.quantize_activation = bool(quantize_activation)
         bad = set(self.weights.values()) - {"per_tensor", "per_channel", "depthwise"}
         if bad:
             raise ValueError(f"Unknown weight granularity {bad}; use per_tensor, "
@@ -125,13 +141,20 @@ class Default8BitQuantizeConfig(QuantizeConfig):
         return pairs
 
     def get_activations_and_quantizers(self, layer):
+        if self.quantize_activation:
+            return [(layer.activation, activation_quantizer(output_activation(layer)))]
         return []
 
+    def set_quantize_activations(self, layer, quantize_activations):
+        if self.quantize_activation:
+            object.__setattr__(layer, "activation", quantize_activations[0])
+
     def get_output_quantizers(self, layer):
-        return [activation_quantizer()] if self.quantize_output else []
+        return [activation_quantizer(output_activation(layer))] if self.quantize_output else []
 
     def get_config(self):
-        return {"weights": self.weights, "quantize_output": self.quantize_output}
+        return {"weights": self.weights, "quantize_output": self.quantize_output,
+                "quantize_activation": self.quantize_activation}
 
 
 #: Layers with weights → which weights, at which granularity.
@@ -149,15 +172,15 @@ WEIGHTED = {
 #: Weightless layers (and BatchNormalization) whose output gets a fresh range.
 RANGED = (
     L.ReLU, L.Activation, L.Softmax, L.LeakyReLU, L.Add, L.Subtract, L.Multiply,
-    L.Average, L.Maximum, L.Minimum, L.Concatenate, L.AveragePooling1D,
-    L.AveragePooling2D, L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
-    L.BatchNormalization,
+    L.Average, L.Maximum, L.Minimum, L.Concatenate, L.GlobalAveragePooling1D,
+    L.GlobalAveragePooling2D, L.BatchNormalization,
 )
 
 #: Layers that only move, select or drop values: the output keeps the input's
 #: scale, and a fake-quant there would only add a requantize op.
 SCALE_PRESERVING = (
     L.InputLayer, L.MaxPooling1D, L.MaxPooling2D, L.GlobalMaxPooling1D,
+    L.AveragePooling1D, L.AveragePooling2D,  # TFLite int8 AVERAGE_POOL keeps the scale
     L.GlobalMaxPooling2D, L.Flatten, L.Reshape, L.Permute, L.Dropout,
     L.SpatialDropout1D, L.SpatialDropout2D, L.GaussianDropout, L.AlphaDropout,
     L.ZeroPadding1D, L.ZeroPadding2D, L.Cropping1D, L.Cropping2D, L.UpSampling1D,
@@ -173,6 +196,16 @@ SCALE_PRESERVING_OPS = {
 
 #: Activations TFLite fuses into the op before them.
 FUSABLE_ACTIVATIONS = {"relu", "relu6"}
+
+
+def activation_name(layer):
+    return getattr(getattr(layer, "activation", None), "__name__", "linear")
+
+
+def needs_activation_split(layer):
+    """A weighted layer whose activation TFLite runs as a separate op (tanh,
+    sigmoid, softmax, ...): its pre-activation output needs a range too."""
+    return activation_name(layer) not in FUSABLE_ACTIVATIONS | {"linear"}
 
 SUPPORTED_NAMES = sorted({c.__name__ for c in WEIGHTED} | {c.__name__ for c in RANGED}
                          | {c.__name__ for c in SCALE_PRESERVING})

@@ -219,3 +219,34 @@ class DepthwiseWeightsQuantizer(LastValueQuantizer):
         h, w, c, m = inputs.shape
         flat = tf.reshape(inputs, (h, w, 1, c * m))
         return tf.reshape(super().__call__(flat, training, weights), (h, w, c, m))
+
+
+@keras.saving.register_keras_serializable("tfcompress")
+class FixedRangeQuantizer(Quantizer):
+    """A constant range, for outputs TFLite pins: sigmoid and softmax use
+    `[0, 255/256]` (scale 1/256), tanh `[-1, 127/128]` (scale 1/128). Learning
+    a range there would only add a requantize op after them.
+
+    Example:
+
+    ```python
+    import tfcompress as tfc
+    q = tfc.quantization.FixedRangeQuantizer(0.0, 255 / 256)
+    ```
+    """
+
+    def __init__(self, min_value, max_value, num_bits=8):
+        if not min_value <= 0.0 <= max_value:
+            raise ValueError(f"The range must contain 0, got [{min_value}, {max_value}].")
+        self.min_value, self.max_value, self.num_bits = float(min_value), float(max_value), num_bits
+
+    def build(self, tensor_shape, name, layer):
+        return {}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return tf.quantization.fake_quant_with_min_max_args(
+            tf.cast(inputs, "float32"), self.min_value, self.max_value, num_bits=self.num_bits)
+
+    def get_config(self):
+        return {"min_value": self.min_value, "max_value": self.max_value,
+                "num_bits": self.num_bits}

@@ -4,8 +4,12 @@ import keras
 
 from tfcompress.core import WeightWrapper
 from tfcompress.pruning.wrapper import PruneLowMagnitude
-from tfcompress.quantization.config import QuantizeConfig
+from tfcompress.quantization.config import QuantizeConfig, activation_quantizer
 from tfcompress.quantization.quantizers import Quantizer
+
+
+def _needs_pre(activation):
+    return getattr(activation, "__name__", "") not in ("relu", "relu6", "linear")
 
 
 def _deserialize(obj):
@@ -80,8 +84,14 @@ class QuantizeWrapper(WeightWrapper):
         acts = self.quantize_config.get_activations_and_quantizers(self._base_layer)
         self._activations = [a for a, _ in acts]
         self._activation_quantizers = [q for _, q in acts]
-        self._activation_vars = [q.build((None,), f"{base}_activation_{i}", self)
-                                 for i, q in enumerate(self._activation_quantizers)]
+        # Like TFMOT: activations TFLite cannot fuse (tanh, sigmoid, ...) run as
+        # their own op, so their input gets a (learned) range too.
+        self._activation_quantizers = []
+        for i, (activation, post) in enumerate(acts):
+            pre = activation_quantizer() if _needs_pre(activation) else None
+            self._activation_quantizers.append((
+                pre, pre.build((None,), f"{base}_pre_activation_{i}", self) if pre else None,
+                post, post.build((None,), f"{base}_activation_{i}", self)))
 
     def step_variable(self):  # not step-driven; present for the shared machinery
         return None
@@ -97,8 +107,8 @@ class QuantizeWrapper(WeightWrapper):
     def call(self, inputs, *args, training=None, **kwargs):
         training = bool(training)
         if self._activations:
-            quantized = [self._quantized_activation(a, q, w, training) for a, q, w in
-                         zip(self._activations, self._activation_quantizers, self._activation_vars)]
+            quantized = [self._quantized_activation(a, qs, training) for a, qs in
+                         zip(self._activations, self._activation_quantizers)]
             self.quantize_config.set_quantize_activations(self._base_layer, quantized)
         try:
             outputs = super().call(inputs, *args, training=training, **kwargs)
@@ -110,9 +120,13 @@ class QuantizeWrapper(WeightWrapper):
         return outputs
 
     @staticmethod
-    def _quantized_activation(activation, quantizer, weights, training):
+    def _quantized_activation(activation, quantizers, training):
+        pre, pre_vars, post, post_vars = quantizers
+
         def quantized(x):
-            return quantizer(activation(x), training, weights)
+            if pre is not None:
+                x = pre(x, training, pre_vars)
+            return post(activation(x), training, post_vars)
 
         return quantized
 
@@ -141,8 +155,6 @@ class QuantizeLayer(keras.layers.Layer):
 
     def __init__(self, quantizer=None, **kwargs):
         super().__init__(**kwargs)
-        from tfcompress.quantization.config import activation_quantizer
-
         quantizer = _deserialize(quantizer) or activation_quantizer()
         if not isinstance(quantizer, Quantizer):
             raise ValueError(f"quantizer must be a Quantizer, got {type(quantizer).__name__}.")

@@ -1,0 +1,27 @@
+"""Teacher-student distillation inside `model.fit`, composable with pruning and QAT.
+
+distil:  `Distiller(teacher, student, distillation_losses, ...)`, then
+         `compile(optimizer, loss=<label loss>, metrics=...)` and `fit(...)`
+         with any callbacks (`tfcompress.pruning.UpdatePruningStep()` included);
+use:     `distiller.student` is the trained plain Keras model.
+
+Losses: `LogitsDistillation` (Hinton, classification), `BinaryDistillation`
+(click-through), `FeatureDistillation` (hints, with a learned projection),
+`ListwiseDistillation` / `PairwiseDistillation` (ranking); the
+`keras.distillation` losses are accepted too. `distill_and_prune` runs the
+whole recipe (distil + prune in one fit, then strip).
+"""
+
+from tfcompress.distillation.base import DistillationLoss
+from tfcompress.distillation.binary import BinaryDistillation
+from tfcompress.distillation.distiller import Distiller
+from tfcompress.distillation.feature import FeatureDistillation
+from tfcompress.distillation.logits import LogitsDistillation
+from tfcompress.distillation.pipeline import distill_and_prune
+from tfcompress.distillation.ranking import ListwiseDistillation, PairwiseDistillation
+
+__all__ = [
+    "BinaryDistillation", "DistillationLoss", "Distiller", "FeatureDistillation",
+    "ListwiseDistillation", "LogitsDistillation", "PairwiseDistillation",
+    "distill_and_prune",
+]

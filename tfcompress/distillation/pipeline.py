@@ -1,0 +1,82 @@
+"""One training run that distils a teacher into a pruned student."""
+
+import math
+
+import keras
+
+from tfcompress import pruning
+from tfcompress.distillation.distiller import Distiller
+from tfcompress.distillation.logits import LogitsDistillation
+
+
+def distill_and_prune(teacher, student, x, y, loss, pruning_schedule=None, sparsity=0.8,
+                      temperature=4.0, student_loss_weight=0.3, epochs=10, batch_size=32,
+                      optimizer=None, metrics=("accuracy",), validation_data=None,
+                      callbacks=(), log_dir=None, quantize=None, verbose=0):
+    """Distils `teacher` into a pruned copy of `student` in one `fit`; strips it.
+
+    The student is wrapped with `tfcompress.pruning.prune_low_magnitude` (a
+    copy: `student` itself is not changed), trained by a `Distiller` with
+    Hinton's `LogitsDistillation(temperature)` mixed with the label `loss`,
+    while `UpdatePruningStep` raises its sparsity, and returned stripped.
+
+    Args:
+        teacher: a trained, built classifier that outputs logits.
+        student: a Sequential/functional classifier with the same outputs.
+        x, y: training data and integer labels.
+        loss: the student's label loss.
+        pruning_schedule: a `PruningSchedule`; default `PolynomialDecay`
+            from 0 to `sparsity` over the first 70 % of the steps.
+        sparsity: target sparsity of the default schedule.
+        temperature, student_loss_weight: see `LogitsDistillation`, `Distiller`.
+        epochs, batch_size, optimizer, metrics, validation_data, verbose:
+            passed to `compile`/`fit` (optimizer default `Adam(1e-3)`).
+        callbacks: extra callbacks (`self.model` in them is the Distiller).
+        log_dir: if set, `PruningSummaries(log_dir)` logs the loss components
+            and the sparsity to TensorBoard.
+        quantize: QAT hook. None (default) trains in float. Otherwise a
+            function `quantize(pruned_student) -> (model, callbacks)` that
+            adds quantization wrappers to the pruned student and returns the
+            callbacks that drive them; they train in the same fit.
+
+    Returns:
+        `(stripped_student, distiller)`; `distiller.history` holds the fit
+        History (every loss component included).
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+    from tfcompress import examples
+
+    (x, y), _, _ = examples.digits()
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    teacher = examples.digits_cnn(width=32)
+    teacher.compile("adam", loss)
+    teacher.fit(x, y, epochs=2, verbose=0)
+    small, distiller = tfc.distillation.distill_and_prune(
+        teacher, examples.digits_cnn(width=8), x, y, loss, epochs=2)
+    ```
+    """
+    if pruning_schedule is None:
+        steps = math.ceil(len(x) / batch_size) * epochs
+        end_step = max(2, int(0.7 * steps))
+        pruning_schedule = pruning.PolynomialDecay(0.0, sparsity, begin_step=0,
+                                                   end_step=end_step,
+                                                   frequency=max(1, end_step // 10))
+    pruned = pruning.prune_low_magnitude(student, pruning_schedule=pruning_schedule)
+    step_callbacks = [pruning.UpdatePruningStep()]
+    if quantize is not None:  # QAT: wrappers on the pruned student, same fit
+        pruned, qat_callbacks = quantize(pruned)
+        step_callbacks += list(qat_callbacks)
+    if log_dir is not None:
+        step_callbacks.append(pruning.PruningSummaries(log_dir=log_dir))
+    distiller = Distiller(teacher, pruned, LogitsDistillation(temperature),
+                          student_loss_weight=student_loss_weight)
+    distiller.compile(optimizer or keras.optimizers.Adam(1e-3), loss, metrics=list(metrics))
+    distiller.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
+                  verbose=verbose, callbacks=step_callbacks + list(callbacks))
+    # With QAT the quantization wrappers are kept for conversion; pruning's
+    # strip only unwraps PruneLowMagnitude.
+    return pruning.strip_pruning(distiller.student), distiller

@@ -1,0 +1,129 @@
+"""What a TFLite flatbuffer computes in: every op with its dtypes, and the weights.
+
+Read with the LiteRT interpreter (`ai_edge_litert`), with the default
+delegates off so that XNNPACK does not fold the graph into one `DELEGATE`
+pseudo-op. Each op gets a `kind` from the dtypes it works on:
+
+- `"int8"` / `"int16"`: quantized activations (full-integer kernels);
+- `"hybrid"`: float activations with int8 weights (dynamic-range kernels);
+- `"float"`: float activations and float weights;
+- `"convert"`: the QUANTIZE / DEQUANTIZE ops between the two worlds;
+- `"int"`: index and shape arithmetic on int32/int64/bool tensors.
+"""
+
+import collections
+import dataclasses
+
+import numpy as np
+
+COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
+               "TRANSPOSE_CONV", "BATCH_MATMUL", "CONV_3D")
+
+
+@dataclasses.dataclass(frozen=True)
+class OpInfo:
+    """One op of a flatbuffer: `name` (e.g. `"CONV_2D"`), `kind`, operand and result dtypes.
+
+    Example:
+
+    ```python
+    from tfcompress.export.census import OpInfo
+    op = OpInfo("FULLY_CONNECTED", "int8", ("int8", "int8", "int32"), ("int8",))
+    ```
+    """
+
+    name: str
+    kind: str
+    inputs: tuple
+    outputs: tuple
+
+    def __str__(self):
+        return f"{self.name}({', '.join(self.inputs)} -> {', '.join(self.outputs)})"
+
+
+def interpreter(flatbuffer, **kwargs):
+    """A LiteRT interpreter for `flatbuffer` (bytes).
+
+    Example:
+
+    ```python
+    from tfcompress.export import census
+    # interp = census.interpreter(open("model.tflite", "rb").read())
+    ```
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "Reading TFLite files needs the LiteRT runtime: "
+            "`pip install ai-edge-litert`."
+        ) from None
+    return Interpreter(model_content=bytes(flatbuffer), **kwargs)
+
+
+def ops(flatbuffer):
+    """The ops of `flatbuffer`'s main graph, in execution order, as `OpInfo`.
+
+    Example:
+
+    ```python
+    from tfcompress.export import census
+    # [op.name for op in census.ops(flatbuffer)]  ->  ["QUANTIZE", "CONV_2D", ...]
+    ```
+    """
+    interp = _plain_interpreter(flatbuffer)
+    found = []
+    for op in interp._get_ops_details():
+        ins = tuple(np.dtype(t).name for t in op["operand_types"])
+        outs = tuple(np.dtype(t).name for t in op["result_types"])
+        found.append(OpInfo(op["op_name"], _kind(op["op_name"], ins, outs), ins, outs))
+    return found
+
+
+def weights(flatbuffer):
+    """`({dtype: number of stored weight values}, number of sparse-encoded tensors)`.
+
+    Weights are the constant tensors the ops read (kernels, biases, tables).
+
+    Example:
+
+    ```python
+    from tfcompress.export import census
+    # counts, sparse = census.weights(flatbuffer)   # ({"int8": 9216, "int32": 90}, 0)
+    ```
+    """
+    interp = _plain_interpreter(flatbuffer)
+    produced, consumed = set(), set()
+    for op in interp._get_ops_details():
+        produced.update(int(i) for i in op["outputs"])
+        consumed.update(int(i) for i in op["inputs"] if i >= 0)
+    graph_inputs = {d["index"] for d in interp.get_input_details()}
+    counts = collections.Counter()
+    sparse = 0
+    for index in sorted(consumed - produced - graph_inputs):
+        detail = interp._get_tensor_details(index, 0)
+        counts[np.dtype(detail["dtype"]).name] += int(np.prod(detail["shape"]))
+        sparse += bool(detail.get("sparsity_parameters"))
+    return dict(counts), sparse
+
+
+def _plain_interpreter(flatbuffer):
+    from ai_edge_litert.interpreter import OpResolverType
+
+    return interpreter(
+        flatbuffer,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+
+
+def _kind(name, ins, outs):
+    if name in ("QUANTIZE", "DEQUANTIZE"):
+        return "convert"
+    activations = ins[:1] + outs
+    if any(t.startswith(("float", "bfloat")) for t in activations):
+        return "hybrid" if any(t in ("int8", "int4", "uint8") for t in ins[1:]) else "float"
+    if "int16" in activations:
+        return "int16"
+    if "int8" in activations or "uint8" in activations:
+        return "int8"
+    return "int"
