@@ -10,16 +10,21 @@ def _run(*args, timeout=300):
 
 
 def test_demo_prints_the_table_and_writes_logs(tmp_path):
-    out = _run("demo", "--out", str(tmp_path), "--epochs", "3", "--prune-epochs", "2")
+    out = _run("demo", "--out", str(tmp_path), "--epochs", "3", "--prune-epochs", "2",
+               "--qat-epochs", "1")
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     header = next(l for l in lines if l.startswith("| model |"))
-    for column in ("params", "non-zeros", "sparsity", "test accuracy", ".keras bytes", "gzip bytes"):
+    for column in ("params", "non-zeros", "sparsity", "test accuracy", "bytes", "gzip bytes"):
         assert column in header
     pruned = next(l for l in lines if l.startswith("| pruned"))
     sparsity = float(pruned.split("|")[4])
     assert 0.7 < sparsity < 0.85
     assert (tmp_path / "pruned.keras").is_file()
+    assert (tmp_path / "model_int8.tflite").is_file()
+    assert (tmp_path / "saved_model" / "saved_model.pb").is_file()
+    int8 = next(l for l in lines if l.startswith("| pruned + QAT"))
+    assert float(int8.split("|")[5]) > 0.8  # int8 accuracy from LiteRT
     assert any((tmp_path / "logs" / "pruning").iterdir())
     assert "tensorboard --logdir" in out.stdout
 

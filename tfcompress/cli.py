@@ -18,12 +18,14 @@ def _parser():
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
-        "demo", help="prune a CNN on scikit-learn digits to 80%% and print a report",
+        "demo", help="prune, QAT and export a CNN on scikit-learn digits; print a report",
         description="Train a small CNN on scikit-learn's digits, prune it to 80%% sparsity "
-                    "inside fit, strip it, and print a size/accuracy table.")
+                    "inside fit, train it quantization-aware, export int8 TFLite and a "
+                    "SavedModel, verify them in LiteRT and print a size/accuracy table.")
     demo.add_argument("--out", default="tfcompress_demo", help="output directory")
-    demo.add_argument("--epochs", type=int, default=20, help="dense training epochs")
-    demo.add_argument("--prune-epochs", type=int, default=15, help="pruning fine-tune epochs")
+    demo.add_argument("--epochs", type=int, default=15, help="dense training epochs")
+    demo.add_argument("--prune-epochs", type=int, default=10, help="pruning fine-tune epochs")
+    demo.add_argument("--qat-epochs", type=int, default=3, help="quantization-aware epochs")
     demo.add_argument("--sparsity", type=float, default=0.8, help="final sparsity in [0, 1)")
     return parser
 
@@ -36,7 +38,7 @@ def main(argv=None):
             from tfcompress import demo
 
             demo.run(out_dir=args.out, epochs=args.epochs, prune_epochs=args.prune_epochs,
-                     sparsity=args.sparsity)
+                     sparsity=args.sparsity, qat_epochs=args.qat_epochs)
     except Exception as error:  # one clear line unless --debug
         if args.debug:
             raise

@@ -17,8 +17,7 @@ def is_graph_model(model):
 
 def copy_layer(layer, weights=None):
     """A new layer with the same config and (built) weights as `layer`."""
-    config = keras.saving.serialize_keras_object(layer)
-    new = keras.saving.deserialize_keras_object(config)
+    new = type(layer).from_config(layer.get_config())
     if layer.built and not new.built:
         new.build_from_config(layer.get_build_config())
     if layer.built:

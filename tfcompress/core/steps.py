@@ -39,7 +39,9 @@ def bind(wrappers, source):
 
 
 def current_step(wrapper):
-    """The 1-based step of the train step being traced, as an int64 tensor.
+    """The 1-based step of the train step being traced, as an int64 tensor:
+    `optimizer.iterations + 1 + offset`, the offset carrying a schedule over
+    to a fresh optimizer.
 
     Also writes it into `wrapper.step_variable()` so it is saved with the
     model and visible to summaries.
@@ -50,7 +52,8 @@ def current_step(wrapper):
     step_var = wrapper.step_variable()
     if isinstance(source, str):
         return tf.convert_to_tensor(step_var.value)
-    step = tf.cast(tf.convert_to_tensor(source), "int64") + 1
+    offset = wrapper.step_offset_variable().value
+    step = tf.cast(tf.convert_to_tensor(source), "int64") + 1 + offset
     step_var.assign(step)
     return step
 
@@ -90,6 +93,13 @@ class StepCallback(keras.callbacks.Callback):
         self.wrappers = find(self.model, self.wrapper_cls)
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None:
+            # A fresh optimizer (recompiled, or a new model around the same
+            # wrappers) starts at 0: continue each schedule where it stopped.
+            iterations = int(np.asarray(optimizer.iterations))
+            for wrapper in self.wrappers:
+                if wrapper.built:
+                    done = int(np.asarray(wrapper.step_variable()))
+                    wrapper.step_offset_variable().assign(max(0, done - iterations))
             bind(self.wrappers, optimizer.iterations)
             self._counter = None
         else:
@@ -113,8 +123,8 @@ class StepCallback(keras.callbacks.Callback):
         if self._counter is not None or not self.wrappers:
             return
         iterations = int(np.asarray(self.model.optimizer.iterations))
-        stale = [w.name for w in self.wrappers
-                 if w.built and int(np.asarray(w.step_variable())) < iterations]
+        stale = [w.name for w in self.wrappers if w.built and int(np.asarray(
+            w.step_variable())) < iterations + int(np.asarray(w.step_offset_variable()))]
         if iterations and stale:
             raise RuntimeError(
                 f"Training ran {iterations} steps but {stale} never ran in training "

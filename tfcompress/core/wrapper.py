@@ -66,6 +66,11 @@ class WeightWrapper(keras.layers.Wrapper):
         """Whether this wrapper may wrap another `WeightWrapper` (composition)."""
         return False
 
+    def computing_layer(self):
+        """The layer run under the substitution scope (the innermost plain layer
+        when this wrapper composes another one)."""
+        return self.layer
+
     def target_weights(self):
         raise NotImplementedError
 
@@ -98,14 +103,15 @@ class WeightWrapper(keras.layers.Wrapper):
     def call(self, inputs, *args, training=None, **kwargs):
         # Keras masks travel on the tensors; the inner layer's own __call__
         # picks them up, so no `mask` argument here.
-        if self.layer._call_has_training_arg:
+        layer = self.computing_layer()
+        if layer._call_has_training_arg:
             kwargs["training"] = training
         new_values = self.transform_weights(self._targets, bool(training))
         mapping = list(zip(self._targets, new_values))
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            outputs = self.layer(inputs, *args, **kwargs)
+            outputs = layer(inputs, *args, **kwargs)
         replaced = {id(v) for v in self._targets}
-        for variable in self.layer.variables:
+        for variable in layer.variables:
             if id(variable) in replaced:
                 continue
             value = scope.get_current_value(variable)

@@ -12,6 +12,7 @@ from tfcompress.distillation.feature import find_layer
 _OUTPUT = "__output__"
 
 
+@keras.saving.register_keras_serializable("tfcompress")
 class Distiller(keras.Model):
     """Trains `student` from labels and from one or more frozen teachers.
 
@@ -237,11 +238,38 @@ class Distiller(keras.Model):
 
     # -- serialization -------------------------------------------------------------
     def get_config(self):
-        raise NotImplementedError(
-            "A Distiller is a training harness and is not saved as a whole: save "
-            "the trained student (`distiller.student.save(...)`, after "
-            "`tfcompress.pruning.strip_pruning` if it is pruned), and the teacher "
-            "separately if you need it.")
+        """Teacher(s), student and losses by value: `.keras` files round-trip."""
+        config = super().get_config()
+        serialize = keras.saving.serialize_keras_object
+        teacher = ([serialize(t) for t in self.teachers]
+                   if isinstance(self.teacher, (list, tuple)) else serialize(self.teacher))
+        config.update({
+            "teacher": teacher,
+            "student": serialize(self.student),
+            "distillation_losses": [serialize(loss) for loss in self.distillation_losses],
+            "distillation_loss_weights": list(self.distillation_loss_weights),
+            "student_loss_weight": self.student_loss_weight,
+            "teacher_weights": list(self.teacher_weights),
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        deserialize = keras.saving.deserialize_keras_object
+        teacher = config.pop("teacher")
+        config["teacher"] = ([deserialize(t) for t in teacher] if isinstance(teacher, list)
+                             else deserialize(teacher))
+        config["student"] = deserialize(config.pop("student"))
+        config["distillation_losses"] = [deserialize(loss)
+                                         for loss in config.pop("distillation_losses")]
+        return cls(**config)
+
+    def compile_from_config(self, config):
+        """Re-compiles a loaded Distiller with its saved compile arguments."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
 
 # -- checks ---------------------------------------------------------------------------

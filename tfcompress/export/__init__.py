@@ -2,10 +2,14 @@
 
 ```python
 import tfcompress as tfc
+from tfcompress import examples
 
-flat = tfc.export.to_tflite(model, "model.tflite", mode="int8", representative_data=x[:200])
-tfc.export.to_saved_model(model, "serving/model/1")
-print(tfc.export.verify("model.tflite", model, (x_test, y_test)))
+(x, y), _, (x_test, y_test) = examples.digits()
+model = examples.digits_cnn()  # trained, pruned, quantization-aware: any of these
+tfc.export.to_tflite(model, "/tmp/model.tflite", mode="int8",
+                     representative_data=x[:200], overwrite=True)
+tfc.export.to_saved_model(model, "/tmp/serving/model/1", overwrite=True)
+print(tfc.export.verify("/tmp/model.tflite", model, (x_test, y_test)))
 ```
 
 - `to_tflite`: float, dynamic-range, float16, full int8 and 16x8 flatbuffers,

@@ -47,8 +47,10 @@ def interpreter(flatbuffer, **kwargs):
     Example:
 
     ```python
-    from tfcompress.export import census
-    # interp = census.interpreter(open("model.tflite", "rb").read())
+    import keras
+    from tfcompress import export
+    flat = export.to_tflite(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    interp = export.census.interpreter(flat)
     ```
     """
     try:
@@ -67,8 +69,10 @@ def ops(flatbuffer):
     Example:
 
     ```python
-    from tfcompress.export import census
-    # [op.name for op in census.ops(flatbuffer)]  ->  ["QUANTIZE", "CONV_2D", ...]
+    import keras
+    from tfcompress import export
+    flat = export.to_tflite(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    assert [op.name for op in export.census.ops(flat)] == ["FULLY_CONNECTED"]
     ```
     """
     interp = _plain_interpreter(flatbuffer)
@@ -88,8 +92,11 @@ def weights(flatbuffer):
     Example:
 
     ```python
-    from tfcompress.export import census
-    # counts, sparse = census.weights(flatbuffer)   # ({"int8": 9216, "int32": 90}, 0)
+    import keras
+    from tfcompress import export
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32)])
+    flat = export.to_tflite(model, mode="dynamic")
+    counts, sparse = export.census.weights(flat)   # ({"int8": 2048, "float32": 32}, 0)
     ```
     """
     interp = _plain_interpreter(flatbuffer)

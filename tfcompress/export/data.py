@@ -45,17 +45,18 @@ def features(data, inputs, role="data", max_samples=None, with_labels=False):
     else:
         data, labels = _split_labels(data, inputs)
         arrays = _to_dict(data, inputs, role)
+        arrays = {info.name: _check(arrays[info.name], info, role) for info in inputs}
+        counts = {name: len(a) for name, a in arrays.items()}
+        if len(set(counts.values())) > 1:
+            raise ValueError(
+                f"{role} has different numbers of samples per input: {counts}. "
+                "Give every input the same number of rows."
+            )
         if max_samples is not None:
             arrays = {name: a[:max_samples] for name, a in arrays.items()}
             labels = None if labels is None else np.asarray(labels)[:max_samples]
-    arrays = {info.name: _check(arrays[info.name], info, role) for info in inputs}
-    counts = {name: len(a) for name, a in arrays.items()}
-    if len(set(counts.values())) > 1:
-        raise ValueError(
-            f"{role} has different numbers of samples per input: {counts}. "
-            "Give every input the same number of rows."
-        )
-    if not next(iter(counts.values())):
+    arrays = {info.name: arrays[info.name].astype(info.dtype, copy=False) for info in inputs}
+    if not len(next(iter(arrays.values()))):
         raise ValueError(f"{role} is empty; give at least one sample.")
     if with_labels:
         return arrays, None if labels is None else np.asarray(labels)
@@ -137,7 +138,7 @@ def _check(array, info, role):
             f"model expects {shown}. Give a batch of samples shaped like the "
             "training data for that input."
         )
-    return array.astype(want, copy=False)
+    return array
 
 
 def _from_dataset(dataset, inputs, role, max_samples):
@@ -182,6 +183,7 @@ def _from_dataset(dataset, inputs, role, max_samples):
         ys.append(y)
     if not xs:
         raise ValueError(f"{role} (a tf.data.Dataset) gave no samples.")
-    arrays = {info.name: np.concatenate([x[info.name] for x in xs]) for info in inputs}
+    arrays = {info.name: _check(np.concatenate([x[info.name] for x in xs]), info, role)
+              for info in inputs}
     labels = np.concatenate(ys) if with_labels else None
     return arrays, labels

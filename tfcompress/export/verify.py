@@ -20,6 +20,11 @@ from tfcompress.export import census, signature
 from tfcompress.export import data as data_lib
 
 _BATCH = 256
+_KIND_TITLES = {
+    "int8": "ops on int8", "int16": "ops on int16 (int8 weights)",
+    "hybrid": "ops on float (int8 weights)", "float": "ops on float",
+    "convert": "quantize / dequantize", "int": "index and shape ops",
+}
 
 
 @dataclasses.dataclass
@@ -46,6 +51,7 @@ class VerifyReport:
         ops: the op/dtype census (`census.OpInfo` list; empty for a SavedModel).
         weights: `{dtype: stored weight values}` (TFLite only).
         sparse_tensors: weights stored in a sparse encoding (TFLite only).
+        notes: anything that ran differently than a default deployment would.
 
     Example:
 
@@ -77,6 +83,7 @@ class VerifyReport:
     ops: list = dataclasses.field(default_factory=list)
     weights: dict = dataclasses.field(default_factory=dict)
     sparse_tensors: int = 0
+    notes: list = dataclasses.field(default_factory=list)
 
     def ops_of_kind(self, *kinds):
         """Sorted names of the ops whose census kind is one of `kinds`."""
@@ -119,12 +126,16 @@ class VerifyReport:
                 f"{dtype} {count:,}" for dtype, count in sorted(self.weights.items()))))
         if self.sparse_tensors:
             rows.append(("sparse-encoded weight tensors", str(self.sparse_tensors)))
-        if self.ops:
-            rows.append(("ops (name kind ×count)", ", ".join(
-                f"{key} ×{n}" for key, n in self.op_census.items())))
+        for kind, title in _KIND_TITLES.items():
+            names = [op.name for op in self.ops if op.kind == kind]
+            if names:
+                counted = {n: names.count(n) for n in names}
+                rows.append((title, ", ".join(
+                    n + (f" ×{c}" if c > 1 else "") for n, c in counted.items())))
         lines = [f"**verify** `{self.artifact}` ({self.format})", "",
                  "| check | value |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in rows]
+        lines += [f"\nNote: {note}" for note in self.notes]
         return "\n".join(lines)
 
     __str__ = to_markdown
@@ -159,6 +170,7 @@ def verify(artifact, keras_model, data, *, max_samples=None, num_threads=1, late
     assert "FULLY_CONNECTED" in report.int8_ops
     ```
     """
+    fmt, label, payload = _open(artifact)
     # The exported names are those of the stripped model (a pruning wrapper
     # renames its layer); its outputs are the wrapped model's, exactly.
     keras_model = signature.prepare(keras_model)
@@ -167,7 +179,6 @@ def verify(artifact, keras_model, data, *, max_samples=None, num_threads=1, late
                                          with_labels=True)
     reference = _keras_outputs(keras_model, features)
 
-    fmt, label, payload = _open(artifact)
     if fmt == "tflite":
         ops = census.ops(payload)
         flex = sorted({op.name for op in ops if op.name.startswith("Flex")})
@@ -180,9 +191,8 @@ def verify(artifact, keras_model, data, *, max_samples=None, num_threads=1, late
             )
         weights, sparse = census.weights(payload)
         run = _TFLite(payload, inputs, num_threads)
-        size = len(payload)
-        packed = len(gzip.compress(payload, 9))
-        runtime = "LiteRT"
+        size, packed = len(payload), len(gzip.compress(payload, 9))
+        runtime = f"LiteRT, {num_threads} thread" + ("s" if num_threads != 1 else "")
     else:
         ops, weights, sparse = [], {}, 0
         run = _SavedModel(payload, inputs)
@@ -191,21 +201,21 @@ def verify(artifact, keras_model, data, *, max_samples=None, num_threads=1, late
     got = run(features)
     outputs, mapping = _compare(reference, got)
     first = next(iter(reference))
-    first_ref, first_got = reference[first], got[mapping[first]]
-    one_sample = {name: a[:1] for name, a in features.items()}
     report = VerifyReport(
-        artifact=label, format=fmt, samples=len(first_ref),
+        artifact=label, format=fmt, samples=len(reference[first]),
         max_abs_diff=max(o["max_abs_diff"] for o in outputs.values()),
         agreement=min(o["agreement"] for o in outputs.values()),
-        agreement_kind=next(iter(outputs.values()))["agreement_kind"]
-        if len(outputs) == 1 else "/".join(sorted({o["agreement_kind"] for o in outputs.values()})),
+        agreement_kind="/".join(sorted({o["agreement_kind"] for o in outputs.values()})),
         outputs=outputs, bytes=size, gzip_bytes=packed,
-        latency_ms=run.latency(one_sample, latency_runs), runtime=runtime,
-        ops=ops, weights=weights, sparse_tensors=sparse,
+        latency_ms=run.latency({n: a[:1] for n, a in features.items()}, latency_runs),
+        runtime=runtime, ops=ops, weights=weights, sparse_tensors=sparse,
     )
+    if getattr(run, "note", None):
+        report.runtime += ", no XNNPACK"
+        report.notes.append(run.note)
     if labels is not None:
-        report.keras_accuracy = _accuracy(first_ref, labels)
-        report.artifact_accuracy = _accuracy(first_got, labels)
+        report.keras_accuracy = _accuracy(reference[first], labels)
+        report.artifact_accuracy = _accuracy(got[mapping[first]], labels)
     return report
 
 
@@ -257,9 +267,17 @@ def _match(names, wanted, what):
 
 
 class _TFLite:
+    """Runs a flatbuffer's serving signature in LiteRT, as deployed (XNNPACK on).
+
+    If the default XNNPACK delegate refuses the graph (LiteRT 2.3 does for
+    sparse int8 FULLY_CONNECTED), it runs on the builtin kernels instead and
+    says so in `self.note`.
+    """
+
     def __init__(self, flatbuffer, inputs, num_threads):
         self.flatbuffer, self.num_threads = flatbuffer, num_threads
-        interp = census.interpreter(flatbuffer, num_threads=num_threads)
+        self.resolver, self.note = {}, None
+        interp = self._interpreter()
         signatures = interp.get_signature_list()
         if not signatures:
             raise ValueError(
@@ -267,30 +285,47 @@ class _TFLite:
                 "by name; export it with tfcompress.export.to_tflite."
             )
         self.key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
-        self.runner = interp.get_signature_runner(self.key)
-        self.in_details = self.runner.get_input_details()
-        self.out_details = self.runner.get_output_details()
+        self.in_details = interp.get_signature_runner(self.key).get_input_details()
+        self.out_details = interp.get_signature_runner(self.key).get_output_details()
         self.names = _match(list(self.in_details), [i.name for i in inputs], "inputs")
         dynamic = all(d["shape_signature"][:1].tolist() == [-1] for d in self.in_details.values())
         self.batch = _BATCH if dynamic else 1
+
+    def _interpreter(self):
+        return census.interpreter(self.flatbuffer, num_threads=self.num_threads, **self.resolver)
 
     def _feed(self, features):
         return {self.names[name]: _quantize(a, self.in_details[self.names[name]])
                 for name, a in features.items()}
 
     def __call__(self, features):
+        try:
+            return self._run(features)
+        except RuntimeError as error:
+            if "delegate" not in str(error).lower() or self.resolver:
+                raise
+            from ai_edge_litert.interpreter import OpResolverType
+
+            self.resolver = {"experimental_op_resolver_type":
+                             OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+            self.note = ("LiteRT's default XNNPACK delegate failed to prepare this "
+                         f"model ({str(error).strip()}); it ran on the builtin "
+                         "kernels without XNNPACK. A deployment needs the same setting.")
+            return self._run(features)
+
+    def _run(self, features):
+        runner = self._interpreter().get_signature_runner(self.key)
         count = len(next(iter(features.values())))
         chunks = []
         for start in range(0, count, self.batch):
             batch = {n: a[start:start + self.batch] for n, a in features.items()}
-            out = self.runner(**self._feed(batch))
+            out = runner(**self._feed(batch))
             chunks.append({n: _dequantize(v, self.out_details[n]) for n, v in out.items()})
         return {n: np.concatenate([c[n] for c in chunks]) for n in chunks[0]}
 
     def latency(self, sample, runs):
-        # A fresh interpreter with the default delegates (XNNPACK), as deployed;
-        # only `invoke` is timed.
-        interp = census.interpreter(self.flatbuffer, num_threads=self.num_threads)
+        # A fresh interpreter; only `invoke` is timed.
+        interp = self._interpreter()
         details = interp.get_signature_runner(self.key).get_input_details()
         feed = self._feed(sample)
         for name, value in feed.items():

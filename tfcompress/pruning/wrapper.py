@@ -127,21 +127,36 @@ class PruneLowMagnitude(WeightWrapper):
             name="pruning_step", shape=(), dtype="int64", initializer="zeros",
             trainable=False, aggregation="none",
         )
+        self.step_offset = self.add_weight(
+            name="step_offset", shape=(), dtype="int64", initializer="zeros",
+            trainable=False, aggregation="none",
+        )
 
     def step_variable(self):
         return self.pruning_step
 
+    def step_offset_variable(self):
+        return self.step_offset
+
     def transform_weights(self, targets, training):
-        if training and targets:
-            step = self.training_step()
-            should_prune, sparsity = self.pruning_schedule(step)
-            tf.cond(should_prune, lambda: self._update_masks(targets, sparsity),
-                    lambda: tf.no_op())
+        if training:
+            self.update_masks()
         return [w.value * m.value for w, m in zip(targets, self.masks)]
+
+    def update_masks(self):
+        """Training-time step: recompute the masks if the schedule says so."""
+        if not self._targets:
+            return
+        step = self.training_step()
+        should_prune, sparsity = self.pruning_schedule(step)
+        tf.cond(should_prune, lambda: self._update_masks(self._targets, sparsity),
+                lambda: tf.no_op())
 
     def _update_masks(self, targets, sparsity):
         for w, m in zip(targets, self.masks):
-            m.assign(self._new_mask(w.value * m.value, sparsity))
+            # `* m`: a pruned weight is never revived, even if a later target is
+            # lower (e.g. a schedule restarted by hand).
+            m.assign(self._new_mask(w.value * m.value, sparsity) * m.value)
         return tf.no_op()
 
     def _new_mask(self, weights, sparsity):

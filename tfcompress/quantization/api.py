@@ -294,7 +294,8 @@ class _Transform:
             warnings.warn(message, stacklevel=3)
         structure = model._inputs_struct
         if isinstance(structure, dict):
-            inputs = {name: x for name, x in zip(structure, inputs)}
+            position = {id(x): i for i, x in enumerate(model.inputs)}
+            inputs = {key: inputs[position[id(ref)]] for key, ref in structure.items()}
         return keras.Model(inputs, outputs, name=f"{model.name}_qat")
 
     def _quantize_input(self, old, new):

@@ -64,6 +64,9 @@ class QuantizeWrapper(WeightWrapper):
     def _base_layer(self):
         return self.layer.layer if isinstance(self.layer, PruneLowMagnitude) else self.layer
 
+    def computing_layer(self):
+        return self._base_layer
+
     def target_weights(self):
         pairs = self.quantize_config.get_weights_and_quantizers(self._base_layer)
         self._weight_quantizers = [q for _, q in pairs]
@@ -97,6 +100,8 @@ class QuantizeWrapper(WeightWrapper):
         return None
 
     def transform_weights(self, targets, training):
+        if training and isinstance(self.layer, PruneLowMagnitude):
+            self.layer.update_masks()  # a model still pruning keeps pruning
         values = []
         for v, q, weights, mask in zip(targets, self._weight_quantizers, self._weight_vars,
                                        self._masks):
@@ -197,9 +202,6 @@ class QuantizeAnnotate(keras.layers.Wrapper):
 
     def call(self, inputs, *args, **kwargs):
         return self.layer(inputs, *args, **kwargs)
-
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,247 @@
+"""TFLite export in every mode, verified with the real converter and LiteRT.
+
+Real Keras models trained a few epochs (once per module), real conversions,
+the real LiteRT interpreter. Errors, atomic writes and SavedModels are in
+test_export_errors_serving.py.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+import tfcompress as tfc
+from tfcompress import examples, export
+
+COMPUTE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+# -- models, trained once per module -------------------------------------------
+@pytest.fixture(scope="module")
+def cnn(digits):
+    (x, y), _, _ = digits
+    keras.utils.set_random_seed(0)
+    model = examples.digits_cnn()
+    model.compile(keras.optimizers.Adam(3e-3), LOSS)
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def eval_x(digits):
+    """Validation + test images: 540 digits, so 99 % allows 5 disagreements."""
+    _, (xv, _), (xt, _) = digits
+    return np.concatenate([xv, xt])
+
+
+@pytest.fixture(scope="module")
+def cnn_int8(cnn, digits):
+    (x, _), _, _ = digits
+    return export.to_tflite(cnn, mode="int8", representative_data=x)
+
+
+@pytest.fixture(scope="module")
+def click():
+    features, clicks = examples.click_logs(n=6000)
+    keras.utils.set_random_seed(0)
+    model = examples.click_model()
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+    model.fit(features, clicks, batch_size=128, epochs=2, verbose=0)
+    return model, features, clicks
+
+
+class FakeQuant(keras.layers.Layer):
+    """A minimal quantization-aware activation layer (fixed range)."""
+
+    quantization_aware = True
+
+    def __init__(self, low, high, **kwargs):
+        super().__init__(**kwargs)
+        self.low, self.high = low, high
+
+    def call(self, x):
+        return keras.quantizers.fake_quant_with_min_max_vars(x, self.low, self.high)
+
+
+class QuantDense(keras.layers.Dense):
+    """Dense whose kernel is fake-quantized symmetrically, as QAT does."""
+
+    quantization_aware = True
+
+    def call(self, x):
+        bound = keras.ops.max(keras.ops.abs(self.kernel))
+        kernel = keras.quantizers.fake_quant_with_min_max_vars(
+            self.kernel, -bound, bound, narrow_range=True)
+        return self.activation(keras.ops.matmul(x, kernel) + self.bias)
+
+
+def _compute_kinds(report):
+    return {op.kind for op in report.ops if op.name in COMPUTE}
+
+
+# -- float ---------------------------------------------------------------------
+def test_float_matches_keras_and_runs_any_batch_size(cnn, eval_x, tmp_path):
+    path = tmp_path / "digits.tflite"
+    flat = export.to_tflite(cnn, path)
+    assert path.read_bytes() == flat
+    report = export.verify(str(path), cnn, eval_x)
+    assert report.max_abs_diff <= 1e-5
+    assert report.agreement == 1.0 and report.agreement_kind == "top-1"
+    assert report.int8_ops == [] and {"CONV_2D", "FULLY_CONNECTED"} <= set(report.float_ops)
+    assert set(report.weights) <= {"float32", "int32"}
+    assert report.bytes == len(flat) and 0 < report.gzip_bytes < len(flat)
+    assert report.latency_ms > 0
+
+    runner = Interpreter(model_content=flat).get_signature_runner("serving_default")
+    assert list(runner.get_input_details()) == ["image"]
+    assert runner.get_input_details()["image"]["shape_signature"].tolist() == [-1, 8, 8, 1]
+    for batch in (1, 7):
+        out = runner(image=eval_x[:batch])["logits"]
+        expected = np.asarray(cnn(eval_x[:batch], training=False))
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_float_dict_input_click_model(click):
+    model, features, clicks = click
+    flat = export.to_tflite(model)
+    report = export.verify(flat, model, (features, clicks), max_samples=2000)
+    assert report.max_abs_diff <= 1e-5
+    assert report.agreement_kind == "threshold 0.5" and report.agreement == 1.0
+    assert report.keras_accuracy == report.artifact_accuracy > 0.6
+    runner = Interpreter(model_content=flat).get_signature_runner()
+    assert set(runner.get_input_details()) == {"user", "item", "context"}
+    assert list(runner.get_output_details()) == ["click"]
+
+
+def test_float_sequential_with_embedding_batchnorm_pooling():
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([
+        keras.Input((6,), dtype="int32", name="tokens"),
+        keras.layers.Embedding(50, 8),
+        keras.layers.BatchNormalization(),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(3),
+    ])
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 50, (64, 6)).astype("int32")
+    bn = model.layers[1]  # non-trivial statistics, as after training
+    bn.set_weights([rng.uniform(0.5, 2, 8), rng.normal(size=8), rng.normal(size=8),
+                    rng.uniform(0.5, 2, 8)])
+    report = export.verify(export.to_tflite(model), model, x)
+    assert report.max_abs_diff <= 1e-5
+    assert "GATHER" in report.float_ops
+
+
+# -- quantized -----------------------------------------------------------------
+def test_dynamic_range_has_int8_weights(cnn, eval_x):
+    report = export.verify(export.to_tflite(cnn, mode="dynamic"), cnn, eval_x)
+    hybrid = [op.name for op in report.ops if op.kind == "hybrid"]
+    assert hybrid.count("FULLY_CONNECTED") >= 1 and hybrid.count("CONV_2D") >= 1
+    assert all("int8" in op.inputs[1:] for op in report.ops if op.kind == "hybrid")
+    assert report.weights["int8"] > 0.9 * sum(report.weights.values())
+    assert report.int8_ops == []  # activations stay float
+    assert report.agreement >= 0.99
+
+
+def test_full_int8_every_conv_and_dense_is_int8(cnn, cnn_int8, eval_x):
+    report = export.verify(cnn_int8, cnn, eval_x)
+    assert _compute_kinds(report) == {"int8"}
+    assert {op.name for op in report.ops if op.name in COMPUTE} == set(COMPUTE)
+    assert report.float_ops == []
+    assert [op.name for op in report.ops if op.kind == "convert"] == ["QUANTIZE", "DEQUANTIZE"]
+    assert set(report.weights) == {"int8", "int32"}
+    assert report.agreement >= 0.99, report
+    float_bytes = len(export.to_tflite(cnn))
+    assert report.bytes < float_bytes / 3
+
+
+def test_uint8_io(cnn, digits, eval_x):
+    io_type = "uint8"  # (int8 I/O: see the click-model test)
+    (x, _), _, _ = digits
+    flat = export.to_tflite(cnn, mode="int8", representative_data=x[:100], io_type=io_type)
+    runner = Interpreter(model_content=flat).get_signature_runner()
+    assert runner.get_input_details()["image"]["dtype"] == np.dtype(io_type)
+    assert runner.get_output_details()["logits"]["dtype"] == np.dtype(io_type)
+    report = export.verify(flat, cnn, eval_x)  # quantizes inputs, dequantizes outputs
+    assert report.agreement >= 0.99 and _compute_kinds(report) == {"int8"}
+
+
+def test_int8_click_model_from_a_lazy_dataset(click):
+    model, features, clicks = click
+    pulled = []
+
+    def endless_batches():  # an infinite stream: only what is needed may be read
+        for i in range(10**9):
+            pulled.append(i)
+            rows = slice(32 * i % 5984, 32 * i % 5984 + 32)
+            yield {k: v[rows] for k, v in features.items()}, clicks[rows]
+
+    spec = ({k: tf.TensorSpec((None,), tf.int32) for k in features},
+            tf.TensorSpec((None,), tf.float32))
+    dataset = tf.data.Dataset.from_generator(endless_batches, output_signature=spec)
+    flat = export.to_tflite(model, mode="int8", representative_data=dataset,
+                            max_samples=100, io_type="int8")
+    assert len(pulled) <= 100 // 32 + 3  # 4 batches hold 100 samples, plus read-ahead
+    report = export.verify(flat, model, features)
+    assert {op.kind for op in report.ops if op.name == "FULLY_CONNECTED"} == {"int8"}
+    assert {op.kind for op in report.ops if op.name == "GATHER"} == {"int8"}
+    assert report.agreement >= 0.97, report
+
+
+def test_float16_weights(cnn, eval_x):
+    report = export.verify(export.to_tflite(cnn, mode="float16"), cnn, eval_x)
+    assert set(report.weights) == {"float16", "int32"}
+    assert report.max_abs_diff < 2e-2 and report.agreement >= 0.99
+
+
+def test_int16x8_activations(cnn, digits, eval_x):
+    (x, _), _, _ = digits
+    report = export.verify(
+        export.to_tflite(cnn, mode="int16x8", representative_data=x[:100]), cnn, eval_x)
+    assert _compute_kinds(report) == {"int16"} and report.agreement >= 0.99
+
+
+def test_pruned_model_is_stripped_and_encoded_sparse(cnn, cnn_int8, digits, eval_x):
+    (x, y), _, _ = digits
+    schedule = tfc.pruning.ConstantSparsity(0.8, begin_step=0, frequency=4)
+    pruned = tfc.pruning.prune_low_magnitude(cnn, pruning_schedule=schedule)
+    pruned.compile(keras.optimizers.Adam(1e-3), LOSS)
+    pruned.fit(x[:320], y[:320], batch_size=32, epochs=1, verbose=0,
+               callbacks=[tfc.pruning.UpdatePruningStep()])
+    assert tfc.pruning.sparsity_logs(pruned)["global_sparsity"] > 0.75
+    # The wrapped model goes in as it is: to_tflite strips the wrappers itself.
+    flat = export.to_tflite(pruned, mode="int8", representative_data=x[:100], sparse=True)
+    report = export.verify(flat, pruned, eval_x)
+    assert report.sparse_tensors >= 3
+    assert "DENSIFY" in [op.name for op in report.ops]
+    assert report.bytes < 0.85 * len(cnn_int8)  # same architecture, dense encoding
+    assert _compute_kinds(report) == {"int8"}
+    assert report.agreement >= 0.97, report
+
+
+def test_quantization_aware_model_gives_int8_without_data(digits, eval_x):
+    (x, y), _, _ = digits
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    h = FakeQuant(0.0, 1.0)(keras.layers.Flatten()(inputs))
+    h = FakeQuant(0.0, 6.0)(QuantDense(32, activation="relu")(h))
+    outputs = FakeQuant(-12.0, 12.0, name="logits")(QuantDense(10)(h))
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(3e-3), LOSS)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    report = export.verify(export.to_tflite(model, mode="int8"), model, eval_x)
+    assert {op.kind for op in report.ops if op.name == "FULLY_CONNECTED"} == {"int8"}
+    assert report.float_ops == [] and report.agreement >= 0.99, report
+
+
+def test_data_from_unbatched_dataset_is_read_lazily(cnn, digits):
+    (x, y), _, _ = digits
+    inputs = export.signature.inputs(cnn)
+    dataset = tf.data.Dataset.from_tensor_slices((x.astype("float64"), y)).repeat()
+    arrays, labels = export.data.features(dataset, inputs, max_samples=5, with_labels=True)
+    assert arrays["image"].shape == (5, 8, 8, 1) and arrays["image"].dtype == np.float32
+    np.testing.assert_array_equal(labels, y[:5])
+    with pytest.raises(ValueError, match="infinite tf.data.Dataset.*take"):
+        export.data.features(dataset, inputs)

@@ -1,0 +1,299 @@
+"""QAT → TFLite with Optimize.DEFAULT → int8 end to end, run by the real LiteRT interpreter."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import tfcompress as tfc
+import tfcompress as tfmot
+from helpers import float_compute, interpreter, op_census, run_tflite, tflite_bytes
+from tfcompress import examples
+
+L = keras.layers
+Q = tfc.quantization
+INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+
+
+def _accuracy(logits, y):
+    return float(np.mean(np.argmax(logits, -1) == y))
+
+
+@pytest.fixture(scope="module")
+def digits_qat():
+    keras.utils.set_random_seed(0)
+    (x, y), _, (xt, yt) = examples.digits()
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model = examples.digits_cnn()
+    model.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
+    model.fit(x, y, batch_size=32, epochs=6, verbose=0)
+    qat = Q.quantize_model(model)
+    qat.compile(keras.optimizers.Adam(3e-4), loss, metrics=["accuracy"])
+    qat.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    return model, qat, xt, yt
+
+
+@pytest.fixture(scope="module")
+def digits_tflite(digits_qat):
+    return tflite_bytes(digits_qat[1])
+
+
+def test_digits_cnn_is_int8_end_to_end_and_as_accurate(digits_qat, digits_tflite):
+    model, qat, xt, yt = digits_qat
+    content = digits_tflite
+    census = op_census(content)
+    kernels = [op for op in census if op[0] in INT8_OPS]
+    assert len(kernels) == 6
+    for name, inputs, outputs in kernels:
+        assert inputs[:2] == ["int8", "int8"] and outputs == ["int8"], (name, inputs, outputs)
+    assert "BATCH_NORM" not in {op[0] for op in census} and "MUL" not in {op[0] for op in census}
+    assert float_compute(census) == []
+    float_accuracy = _accuracy(model.predict(xt, verbose=0), yt)
+    int8_accuracy = _accuracy(run_tflite(content, xt), yt)
+    assert int8_accuracy >= float_accuracy - 0.005, (float_accuracy, int8_accuracy)
+
+
+def test_int8_io_has_no_quantize_ops_at_all(digits_qat):
+    _, qat, xt, yt = digits_qat
+    content = tflite_bytes(qat, int8_io=True)
+    names = [op[0] for op in op_census(content)]
+    assert "QUANTIZE" not in names and "DEQUANTIZE" not in names
+    it = interpreter(content)
+    assert it.get_input_details()[0]["dtype"] == np.int8
+    assert it.get_output_details()[0]["dtype"] == np.int8
+    assert _accuracy(run_tflite(content, xt), yt) > 0.95
+
+
+def test_per_channel_weights_and_folded_batch_norm(digits_tflite):
+    it = interpreter(digits_tflite)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    for op in it._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            scales = tensors[op["inputs"][1]]["quantization_parameters"]["scales"]
+            assert len(scales) > 1  # one scale per output channel
+        if op["op_name"] == "FULLY_CONNECTED":
+            assert len(tensors[op["inputs"][1]]["quantization_parameters"]["scales"]) == 1
+
+
+def _zoo():
+    inp = keras.Input((16, 16, 3))
+    a = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(8, 3, padding="same")(inp)))
+    b = L.SeparableConv2D(8, 3, padding="same", activation="relu")(inp)
+    x = L.Add()([a, b])
+    c = L.Concatenate()([x, L.Conv2D(4, 1, activation="relu")(x)])
+    c = L.Conv2D(8, 1, activation="tanh")(c)
+    c = L.Dropout(0.2)(L.AveragePooling2D(2)(c))
+    t = L.MaxPooling2D(2)(L.Conv2DTranspose(4, 3, strides=2, padding="same")(c))
+    m = L.Multiply()([t, L.Activation("sigmoid")(t)])
+    r = L.Reshape((8 * 8 * 4,))(m)
+    r = keras.ops.add(r[:, :200], 1.0)  # bare ops in the graph: slicing and an add
+    d = L.EinsumDense("ab,bc->ac", output_shape=16, bias_axes="c")(L.Dense(32, activation="relu")(r))
+    return keras.Model(inp, L.Softmax()(L.Dense(5)(d)))
+
+
+def test_layer_zoo_and_bare_ops_stay_int8():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 16, 16, 3)).astype("float32")
+    qat = Q.quantize_model(_zoo())
+    qat.compile("adam", "sparse_categorical_crossentropy")
+    qat.fit(x, rng.integers(0, 5, 64), epochs=2, verbose=0)
+    content = tflite_bytes(qat)
+    census = op_census(content)
+    assert float_compute(census) == []
+    requantize = [op for op in census if op[0] == "QUANTIZE" and op[1] == ["int8"]]
+    assert requantize == []
+    names = {op[0] for op in census}
+    assert {"DEPTHWISE_CONV_2D", "CONCATENATION", "TANH", "TRANSPOSE_CONV", "LOGISTIC",
+            "SOFTMAX", "STRIDED_SLICE", "AVERAGE_POOL_2D"} <= names
+    np.testing.assert_allclose(run_tflite(content, x[:8]), qat.predict(x[:8], verbose=0),
+                               atol=2 / 256)
+
+
+def _auc(scores, labels):
+    order = np.argsort(scores)
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    positives = labels == 1
+    n_pos, n_neg = positives.sum(), (~positives).sum()
+    return (ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def test_click_model_int8_auc_within_0005_of_float():
+    features, clicks = examples.click_logs(n=24000)
+    split = 20000
+    train = {k: v[:split] for k, v in features.items()}
+    test = {k: v[split:] for k, v in features.items()}
+    keras.utils.set_random_seed(0)
+    model = examples.click_model()
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+    model.fit(train, clicks[:split], batch_size=128, epochs=4, verbose=0)
+    float_auc = _auc(model.predict(test, verbose=0).ravel(), clicks[split:])
+    qat = Q.quantize_model(model)
+    qat.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
+    qat.fit(train, clicks[:split], batch_size=128, epochs=1, verbose=0)
+    content = tflite_bytes(qat)
+    census = op_census(content)
+    assert float_compute(census) == []
+    gathers = [op for op in census if op[0] == "GATHER"]
+    assert len(gathers) == 3 and all(op[1][0] == "int8" for op in gathers)
+    int8_auc = _auc(run_tflite(content, test).ravel(), clicks[split:])
+    assert float_auc > 0.7
+    assert int8_auc >= float_auc - 0.005, (float_auc, int8_auc)
+
+
+def test_save_load_keeps_ranges_and_resumes(tmp_path, digits_qat):
+    _, qat, xt, _ = digits_qat
+    path = tmp_path / "qat.keras"
+    qat.save(path)
+    loaded = keras.saving.load_model(path)
+    ranges = lambda m: [(w.name, np.asarray(w)) for w in m.weights
+                        if w.name.endswith(("_min", "_max"))]
+    before, after = ranges(qat), ranges(loaded)
+    assert [k for k, _ in before] == [k for k, _ in after] and len(before) > 10
+    for (_, a), (_, b) in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(loaded.predict(xt, verbose=0), qat.predict(xt, verbose=0))
+    (x, y), _, _ = examples.digits()
+    history = loaded.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_prune_preserving_qat_keeps_zeros_in_int8_weights():
+    (x, y), _, _ = examples.digits()
+    keras.utils.set_random_seed(0)
+    schedule = tfc.pruning.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=60, frequency=10)
+    pruned = tfc.pruning.prune_low_magnitude(examples.digits_cnn(), pruning_schedule=schedule)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    pruned.compile("adam", loss)
+    pruned.fit(x[:640], y[:640], batch_size=32, epochs=1, verbose=0,
+               callbacks=[tfc.pruning.UpdatePruningStep()])  # 20 steps: still pruning
+    with pytest.raises(ValueError, match="PrunePreserve"):
+        Q.quantize_model(pruned)
+    qat = Q.quantize_model(pruned, scheme=Q.Default8BitPrunePreserveQuantizeScheme())
+    qat.compile("adam", loss)
+    qat.fit(x[:1280], y[:1280], batch_size=32, epochs=1, verbose=0,
+            callbacks=[tfc.pruning.UpdatePruningStep()])  # pruning continues to step 60
+    prune_wrappers = tfc.core.steps.find(qat, tfc.pruning.PruneLowMagnitude)
+    masks = {w.layer.name: np.asarray(w.masks[0]) for w in prune_wrappers}
+    assert all(abs(1 - m.mean() - 0.75) < 0.01 for m in masks.values())
+
+    it = interpreter(tflite_bytes(qat))
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    checked = 0
+    for op in it._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):
+            weights = it.get_tensor(op["inputs"][1])
+            assert weights.dtype == np.int8
+            zeros = np.mean(weights == 0)
+            if zeros > 0.5:
+                checked += 1
+                assert abs(zeros - 0.75) < 0.02, (tensors[op["inputs"][1]]["name"], zeros)
+    assert checked == len(masks)
+    # and the float weights the layers compute with keep exactly the mask's zeros
+    for wrapper in tfc.core.steps.find(qat, Q.QuantizeWrapper):
+        if isinstance(wrapper.layer, tfc.pruning.PruneLowMagnitude):
+            effective = wrapper.transform_weights(wrapper.targets, False)[0].numpy()
+            mask = np.asarray(wrapper.layer.masks[0])
+            assert np.all(effective[mask == 0] == 0)
+
+
+class Scale(L.Layer):
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1],), name="w")
+
+    def call(self, x):
+        return x * self.w
+
+
+class ScaleConfig(Q.QuantizeConfig):
+    def get_weights_and_quantizers(self, layer):
+        return [(layer.w, Q.LastValueQuantizer(8, False, True, True))]
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def get_output_quantizers(self, layer):
+        return [Q.MovingAverageQuantizer(8, False, False, False)]
+
+    def get_config(self):
+        return {}
+
+
+def _with_custom():
+    inputs = keras.Input((8,))
+    x = L.Dense(8, activation="relu")(inputs)
+    return inputs, x
+
+
+def test_unsupported_layer_stays_float_with_a_warning_naming_it():
+    inputs, x = _with_custom()
+    model = keras.Model(inputs, L.Dense(2)(Scale(name="my_scale")(x)))
+    with pytest.warns(UserWarning, match="my_scale"):
+        Q.quantize_model(model)
+    with pytest.raises(ValueError, match="quantize_annotate_layer"):
+        Q.quantize_model(model, full_integer=True)
+
+
+def test_custom_layer_with_quantize_config_is_int8():
+    inputs, x = _with_custom()
+    x = Q.quantize_annotate_layer(Scale(), quantize_config=ScaleConfig())(x)
+    # unregistered custom classes: name them in the scope, as with TFMOT
+    with Q.quantize_scope({"ScaleConfig": ScaleConfig, "Scale": Scale}):
+        annotated = Q.quantize_annotate_model(keras.Model(inputs, L.Dense(2)(x)))
+        qat = Q.quantize_apply(annotated)
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(32, 8)).astype("float32")
+    qat.compile("adam", "mse")
+    qat.fit(data, rng.normal(size=(32, 2)), verbose=0)
+    census = op_census(tflite_bytes(qat))
+    assert float_compute(census) == []
+    assert ("MUL", ["int8", "int8"], ["int8"]) in census
+
+
+def test_bad_inputs_are_clear_errors():
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="subclassed"):
+        Q.quantize_model(Sub())
+    model = keras.Sequential([keras.Input((4,)), L.Dense(2)])
+    qat = Q.quantize_model(model)
+    with pytest.raises(ValueError, match="already quantization-aware"):
+        Q.quantize_model(qat)
+    with pytest.raises(ValueError, match="num_bits"):
+        Q.LastValueQuantizer(16, False, True, True)
+
+
+def test_tfmot_quantization_names():
+    k = tfmot.quantization.keras
+    for name in ("quantize_model", "quantize_annotate_layer", "quantize_annotate_model",
+                 "quantize_apply", "quantize_scope", "QuantizeConfig"):
+        assert getattr(k, name) is getattr(Q, name)
+    for name in ("LastValueQuantizer", "MovingAverageQuantizer", "AllValuesQuantizer"):
+        assert getattr(k.quantizers, name) is getattr(Q, name)
+
+
+def test_quantizers_match_numpy():
+    import tensorflow as tf
+
+    x = np.linspace(-3, 2, 50, dtype="float32").reshape(5, 10)
+    layer = L.Layer()
+    for quantizer, (low, high) in [
+        (Q.LastValueQuantizer(8, False, True, True), (-3.0, 3.0)),
+        (Q.MovingAverageQuantizer(8, False, False, False), (-3.0, 2.0)),
+        (Q.AllValuesQuantizer(8, False, False, False), (-3.0, 2.0)),
+    ]:
+        weights = quantizer.build(x.shape, type(quantizer).__name__, layer)
+        out = quantizer(tf.constant(x), True, weights).numpy()
+        expected = tf.quantization.fake_quant_with_min_max_args(
+            x, low, high, num_bits=8, narrow_range=quantizer.narrow_range).numpy()
+        np.testing.assert_allclose(out, expected, atol=1e-6)
+        assert float(np.asarray(weights["min"])) == pytest.approx(low)
+        # inference uses the stored range
+        np.testing.assert_allclose(quantizer(tf.constant(x), False, weights).numpy(), out, atol=1e-6)
+    per_channel = Q.LastValueQuantizer(8, True, True, True)
+    weights = per_channel.build(x.shape, "pc", layer)
+    per_channel(tf.constant(x), True, weights)
+    np.testing.assert_allclose(np.asarray(weights["max"]), np.abs(x).max(axis=0), rtol=1e-6)
