@@ -297,3 +297,20 @@ def test_quantizers_match_numpy():
     weights = per_channel.build(x.shape, "pc", layer)
     per_channel(tf.constant(x), True, weights)
     np.testing.assert_allclose(np.asarray(weights["max"]), np.abs(x).max(axis=0), rtol=1e-6)
+
+
+def test_sequence_model_embedding_conv1d_pooling_is_int8():
+    inp = keras.Input((12,), dtype="int32")
+    x = L.Conv1D(16, 3, padding="same", activation="relu")(L.Embedding(50, 8)(inp))
+    model = keras.Model(inp, L.Dense(1, activation="sigmoid")(L.GlobalAveragePooling1D()(x)))
+    qat = Q.quantize_model(model)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 50, (64, 12)).astype("int32")
+    qat.compile("adam", "binary_crossentropy")
+    qat.fit(x, rng.integers(0, 2, 64), epochs=1, verbose=0)
+    content = tflite_bytes(qat)
+    census = op_census(content)
+    assert float_compute(census) == []
+    assert ("GATHER", ["int8", "int32"], ["int8"]) in census
+    np.testing.assert_allclose(run_tflite(content, x[:16]), qat.predict(x[:16], verbose=0),
+                               atol=2 / 256)

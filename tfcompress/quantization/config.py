@@ -161,7 +161,7 @@ class Default8BitQuantizeConfig(QuantizeConfig):
 WEIGHTED = {
     L.Dense: {"kernel": "per_tensor"},
     L.EinsumDense: {"kernel": "per_tensor"},
-    L.Conv1D: {"kernel": "per_channel"},
+    L.Conv1D: {"kernel": "per_tensor"},  # per-channel trips the converter on ExpandDims
     L.Conv2D: {"kernel": "per_channel"},
     L.Conv2DTranspose: {"kernel": "per_tensor"},
     L.DepthwiseConv2D: {"kernel": "depthwise"},
