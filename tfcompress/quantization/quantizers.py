@@ -92,6 +92,18 @@ class _RangeQuantizer(Quantizer):
         return tf.quantization.fake_quant_with_min_max_vars(
             inputs, low, high, num_bits=self.num_bits, narrow_range=self.narrow_range)
 
+    def __call__(self, inputs, training, weights, **kwargs):
+        if training:
+            low, high = self._next_range(*self._batch_range(tf.cast(inputs, "float32")), weights)
+            weights["min"].assign(low)
+            weights["max"].assign(high)
+            return self._fake_quant(inputs, low, high)
+        return self._fake_quant(inputs, weights["min"].value, weights["max"].value)
+
+    def _next_range(self, low, high, weights):
+        """The range to use and store, from this batch's range and the stored one."""
+        return low, high
+
     def get_config(self):
         return {"num_bits": self.num_bits, "per_axis": self.per_axis,
                 "symmetric": self.symmetric, "narrow_range": self.narrow_range}
@@ -109,14 +121,6 @@ class LastValueQuantizer(_RangeQuantizer):
         num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
     ```
     """
-
-    def __call__(self, inputs, training, weights, **kwargs):
-        if training:
-            low, high = self._batch_range(inputs)
-            weights["min"].assign(low)
-            weights["max"].assign(high)
-            return self._fake_quant(inputs, low, high)
-        return self._fake_quant(inputs, weights["min"].value, weights["max"].value)
 
 
 @keras.saving.register_keras_serializable("tfcompress")
@@ -149,18 +153,11 @@ class MovingAverageQuantizer(_RangeQuantizer):
             aggregation="none")
         return weights
 
-    def __call__(self, inputs, training, weights, **kwargs):
-        if training:
-            low, high = self._batch_range(tf.cast(inputs, "float32"))
-            first = tf.equal(weights["seen"].value, 0.0)
-            decay = tf.where(first, 0.0, self.ema_decay)
-            low = decay * weights["min"].value + (1.0 - decay) * low
-            high = decay * weights["max"].value + (1.0 - decay) * high
-            weights["min"].assign(low)
-            weights["max"].assign(high)
-            weights["seen"].assign(1.0)
-            return self._fake_quant(inputs, low, high)
-        return self._fake_quant(inputs, weights["min"].value, weights["max"].value)
+    def _next_range(self, low, high, weights):
+        decay = tf.where(tf.equal(weights["seen"].value, 0.0), 0.0, self.ema_decay)
+        weights["seen"].assign(1.0)
+        return (decay * weights["min"].value + (1.0 - decay) * low,
+                decay * weights["max"].value + (1.0 - decay) * high)
 
     def get_config(self):
         return {**super().get_config(), "ema_decay": self.ema_decay}
@@ -185,15 +182,8 @@ class AllValuesQuantizer(_RangeQuantizer):
             weights[key].assign(tf.zeros_like(weights[key].value))
         return weights
 
-    def __call__(self, inputs, training, weights, **kwargs):
-        if training:
-            low, high = self._batch_range(tf.cast(inputs, "float32"))
-            low = tf.minimum(weights["min"].value, low)
-            high = tf.maximum(weights["max"].value, high)
-            weights["min"].assign(low)
-            weights["max"].assign(high)
-            return self._fake_quant(inputs, low, high)
-        return self._fake_quant(inputs, weights["min"].value, weights["max"].value)
+    def _next_range(self, low, high, weights):
+        return tf.minimum(weights["min"].value, low), tf.maximum(weights["max"].value, high)
 
 
 @keras.saving.register_keras_serializable("tfcompress")
