@@ -52,31 +52,6 @@ def click():
     return model, features, clicks
 
 
-class FakeQuant(keras.layers.Layer):
-    """A minimal quantization-aware activation layer (fixed range)."""
-
-    quantization_aware = True
-
-    def __init__(self, low, high, **kwargs):
-        super().__init__(**kwargs)
-        self.low, self.high = low, high
-
-    def call(self, x):
-        return keras.quantizers.fake_quant_with_min_max_vars(x, self.low, self.high)
-
-
-class QuantDense(keras.layers.Dense):
-    """Dense whose kernel is fake-quantized symmetrically, as QAT does."""
-
-    quantization_aware = True
-
-    def call(self, x):
-        bound = keras.ops.max(keras.ops.abs(self.kernel))
-        kernel = keras.quantizers.fake_quant_with_min_max_vars(
-            self.kernel, -bound, bound, narrow_range=True)
-        return self.activation(keras.ops.matmul(x, kernel) + self.bias)
-
-
 def _compute_kinds(report):
     return {op.kind for op in report.ops if op.name in COMPUTE}
 
@@ -221,18 +196,13 @@ def test_pruned_model_is_stripped_and_encoded_sparse(cnn, cnn_int8, digits, eval
     assert report.agreement >= 0.97, report
 
 
-def test_quantization_aware_model_gives_int8_without_data(digits, eval_x):
+def test_quantization_aware_model_gives_int8_without_data(cnn, digits, eval_x):
     (x, y), _, _ = digits
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((8, 8, 1), name="image")
-    h = FakeQuant(0.0, 1.0)(keras.layers.Flatten()(inputs))
-    h = FakeQuant(0.0, 6.0)(QuantDense(32, activation="relu")(h))
-    outputs = FakeQuant(-12.0, 12.0, name="logits")(QuantDense(10)(h))
-    model = keras.Model(inputs, outputs)
-    model.compile(keras.optimizers.Adam(3e-3), LOSS)
-    model.fit(x, y, batch_size=32, epochs=2, verbose=0)
-    report = export.verify(export.to_tflite(model, mode="int8"), model, eval_x)
-    assert {op.kind for op in report.ops if op.name == "FULLY_CONNECTED"} == {"int8"}
+    qat = tfc.quantization.quantize_model(cnn)
+    qat.compile(keras.optimizers.Adam(3e-4), LOSS)
+    qat.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    report = export.verify(export.to_tflite(qat, mode="int8", io_type="int8"), qat, eval_x)
+    assert _compute_kinds(report) == {"int8"}
     assert report.float_ops == [] and report.agreement >= 0.99, report
 
 
