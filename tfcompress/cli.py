@@ -1,25 +1,59 @@
 """The `tfcompress` command line.
 
 ```
-tfcompress demo [--out DIR] [--epochs N] [--prune-epochs N] [--sparsity S]
+tfcompress demo    [--out DIR] [--epochs N] [--prune-epochs N] [--qat-epochs N] [--sparsity S]
+tfcompress convert MODEL.keras --to MODE --out PATH [--data D.npz] [--io-type T] [--sparse]
+                   [--overwrite] [--unsafe]
+tfcompress inspect FILE.tflite
+tfcompress report  MODEL_OR_ARTIFACT [MORE ...] --data D.npz [--metric accuracy] [--unsafe]
 ```
-Errors print one line; `--debug` shows the traceback.
+
+A `D.npz` file holds numpy arrays: `x` (or one array per model input, named
+after the input) and, optionally, the labels `y`. Write one with
+`numpy.savez("d.npz", x=x_test, y=y_test)`.
+
+Models load with `keras.saving.load_model(path, safe_mode=True)`: a file with
+a `Lambda` layer (Python code that runs on load) is refused unless `--unsafe`
+is given. Errors print one line, `tfcompress <command>: error: ...`, and exit
+with status 1 (`--debug` shows the traceback instead); a mistyped command line
+gets argparse's usage line and status 2.
 """
 
 import argparse
+import gzip
 import os
 import sys
+import textwrap
+
+TARGETS = ("float", "dynamic", "float16", "int8", "int16x8", "saved_model")
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+def _wrap(text):
+    return textwrap.fill(text, 79)
+
+
+class CommandError(Exception):
+    """A problem with the command's arguments or files, reported as one line."""
 
 
 def _parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback on errors")
     parser = argparse.ArgumentParser(
-        prog="tfcompress",
-        description="Compress Keras 3 models: pruning inside model.fit, strip, report.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+        prog="tfcompress", formatter_class=_RAW,
+        description=_wrap("Compress Keras 3 models: pruning, quantization-aware "
+                          "training, TFLite/SavedModel export, and a report that "
+                          "compares them."),
+        epilog="Run `tfcompress COMMAND --help` for a command's options and examples.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     demo = sub.add_parser(
-        "demo", help="prune, QAT and export a CNN on scikit-learn digits; print a report",
-        description="Train a small CNN on scikit-learn's digits, prune it to 80%% sparsity "
+        "demo", parents=[common],
+        help="prune, QAT and export a CNN on scikit-learn digits; print a report",
+        description="Train a small CNN on scikit-learn's digits, prune it to 80% sparsity "
                     "inside fit, train it quantization-aware, export int8 TFLite and a "
                     "SavedModel, verify them in LiteRT and print a size/accuracy table.")
     demo.add_argument("--out", default="tfcompress_demo", help="output directory")
@@ -27,6 +61,72 @@ def _parser():
     demo.add_argument("--prune-epochs", type=int, default=10, help="pruning fine-tune epochs")
     demo.add_argument("--qat-epochs", type=int, default=3, help="quantization-aware epochs")
     demo.add_argument("--sparsity", type=float, default=0.8, help="final sparsity in [0, 1)")
+
+    convert = sub.add_parser(
+        "convert", parents=[common], formatter_class=_RAW,
+        help="convert a .keras model to TFLite (five modes) or a SavedModel",
+        description=_wrap("Convert a Keras model file to a TFLite flatbuffer or a "
+                          "SavedModel (serving_default signature). Pruning wrappers are "
+                          "stripped; a quantization-aware model converts to int8 without "
+                          "--data. With --data, the result is also verified against the "
+                          "Keras model."),
+        epilog="examples:\n"
+               "  tfcompress convert model.keras --to int8 --out model.tflite --data calib.npz\n"
+               "  tfcompress convert model.keras --to dynamic --out model.tflite\n"
+               "  tfcompress convert model.keras --to saved_model --out serving/model/1")
+    convert.add_argument("model", metavar="MODEL.keras", help="the Keras model file")
+    convert.add_argument("--to", required=True, choices=TARGETS, metavar="MODE",
+                         help=f"one of {', '.join(TARGETS)}: float32, int8 weights with "
+                              "float activations, float16 weights, full integer, int16 "
+                              "activations with int8 weights, or a SavedModel directory")
+    convert.add_argument("--out", required=True, metavar="PATH",
+                         help="the .tflite file (or SavedModel directory) to write")
+    convert.add_argument("--data", metavar="D.npz",
+                         help="sample inputs: calibrate --to int8/int16x8 (first 200 "
+                              "samples), then verify the result on all of them")
+    convert.add_argument("--io-type", default="float", choices=("float", "int8", "uint8"),
+                         help="with --to int8: make the model's float inputs and outputs "
+                              "int8 or uint8 too (default: float)")
+    convert.add_argument("--sparse", action="store_true",
+                         help="encode pruned (mostly zero) weights sparsely (TFLite only)")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    convert.add_argument("--unsafe", action="store_true",
+                         help="allow loading a model with Python code in it (Lambda layers); "
+                              "only for files you trust")
+
+    inspect = sub.add_parser(
+        "inspect", parents=[common], formatter_class=_RAW,
+        help="show what a .tflite file computes in: ops, dtypes, sizes, inputs/outputs",
+        description=_wrap("Print a .tflite file's size and gzip size, its weights by "
+                          "dtype, every op with the dtypes it runs on (int8, float, "
+                          "hybrid, ...), and its signature's inputs and outputs with "
+                          "their quantization."),
+        epilog="example:\n  tfcompress inspect model.tflite")
+    inspect.add_argument("file", metavar="FILE.tflite", help="the TFLite flatbuffer")
+
+    report = sub.add_parser(
+        "report", parents=[common], formatter_class=_RAW,
+        help="compare models and artifacts: parameters, sparsity, bytes, latency, metric",
+        description=_wrap("Measure each Keras model file, .tflite file or SavedModel "
+                          "directory on the same labelled data and print one markdown "
+                          "table: parameters, non-zeros, sparsity, bytes, gzip bytes, "
+                          "TFLite bytes, batch-1 latency and the metric. Rows are named "
+                          "after the files."),
+        epilog="example:\n"
+               "  tfcompress report dense.keras pruned.keras model_int8.tflite --data test.npz")
+    report.add_argument("models", nargs="+", metavar="MODEL_OR_ARTIFACT",
+                        help=".keras/.h5 files, .tflite files, SavedModel directories")
+    report.add_argument("--data", required=True, metavar="D.npz",
+                        help="labelled data: arrays x (or one per input name) and y")
+    report.add_argument("--metric", default="accuracy",
+                        help="accuracy (default), auc, or a Keras metric name such as mse")
+    report.add_argument("--output", metavar="NAME",
+                        help="which output the metric scores, for multi-output models")
+    report.add_argument("--max-samples", type=int, metavar="N",
+                        help="score at most N samples (default: all)")
+    report.add_argument("--unsafe", action="store_true",
+                        help="allow loading models with Python code in them (Lambda "
+                             "layers); only for files you trust")
     return parser
 
 
@@ -39,12 +139,237 @@ def main(argv=None):
 
             demo.run(out_dir=args.out, epochs=args.epochs, prune_epochs=args.prune_epochs,
                      sparsity=args.sparsity, qat_epochs=args.qat_epochs)
+        else:
+            {"convert": _convert, "inspect": _inspect, "report": _report}[args.command](args)
     except Exception as error:  # one clear line unless --debug
         if args.debug:
             raise
-        print(f"tfcompress {args.command}: error: {error}", file=sys.stderr)
+        print(f"tfcompress {args.command}: error: {_one_line(error, args)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(error, args):
+    report = sys.modules.get("tfcompress.report")
+    if report is not None and isinstance(error, report.UnsafeModelError):
+        return (f"'{error.path}' holds Python code (a Lambda layer) that runs when it "
+                "loads, so safe mode refuses it; rerun with --unsafe only if you trust "
+                "where the file came from.")
+    message = " ".join(str(error).split()) or type(error).__name__
+    return message
+
+
+# -- convert ---------------------------------------------------------------------
+
+def _convert(args):
+    _need_file(args.model, "the model")
+    if args.data:
+        _need_file(args.data, "--data")
+    if args.to == "saved_model" and (args.sparse or args.io_type != "float"):
+        raise CommandError(
+            "--sparse and --io-type apply to TFLite output only; drop them for "
+            "--to saved_model.")
+    if args.io_type != "float" and args.to != "int8":
+        raise CommandError(
+            f"--io-type {args.io_type} quantizes the inputs and outputs of an integer "
+            f"model; use it with --to int8 (got --to {args.to}).")
+    if os.path.lexists(args.out) and not args.overwrite:
+        raise CommandError(f"'{args.out}' already exists; pass --overwrite to replace it.")
+
+    import tfcompress as tfc
+    from tfcompress import report
+    from tfcompress.export import signature, tflite
+
+    model = report.load_model(args.model, safe_mode=not args.unsafe)
+    x, y = _load_npz(args.data) if args.data else (None, None)
+    calibrated = args.to in tflite.CALIBRATED
+    if calibrated and x is None and not (
+            args.to == "int8" and signature.is_quantization_aware(model)):
+        raise CommandError(
+            f"--to {args.to} quantizes activations, so it needs their ranges: pass "
+            "--data D.npz with a few hundred training samples (array x), train the "
+            "model quantization-aware first, or use --to dynamic (no data needed).")
+
+    if args.to == "saved_model":
+        tfc.export.to_saved_model(model, args.out, overwrite=args.overwrite)
+        from tfcompress.export.verify import _directory_size
+
+        size, packed = _directory_size(args.out)
+        print(f"wrote {args.out} (SavedModel, serving_default): "
+              f"{size:,} bytes, {packed:,} gzip bytes")
+    else:
+        flat = tfc.export.to_tflite(
+            model, args.out, mode=args.to, representative_data=x if calibrated else None,
+            io_type=args.io_type, sparse=args.sparse, overwrite=args.overwrite)
+        print(f"wrote {args.out} (TFLite {args.to}): {len(flat):,} bytes, "
+              f"{len(gzip.compress(flat, 9)):,} gzip bytes")
+    if x is not None:
+        print()
+        print(tfc.export.verify(args.out, model, x if y is None else (x, y), latency_runs=50))
+
+
+# -- inspect ---------------------------------------------------------------------
+
+_KIND_TITLES = {
+    "int8": "ops on int8", "int16": "ops on int16 (int8 weights)",
+    "hybrid": "ops on float (int8 weights)", "float": "ops on float",
+    "convert": "quantize / dequantize", "int": "index and shape ops",
+}
+
+
+def _inspect(args):
+    _need_file(args.file, "the .tflite file")
+    if os.path.isdir(args.file):
+        raise CommandError(
+            f"'{args.file}' is a directory; inspect reads .tflite files (for a "
+            f"SavedModel, run `saved_model_cli show --all --dir {args.file}`).")
+    with open(args.file, "rb") as handle:
+        flat = handle.read()
+    if flat[4:8] != b"TFL3":
+        raise CommandError(f"'{args.file}' is not a TFLite flatbuffer (no TFL3 identifier).")
+    print(inspect_text(flat, args.file))
+
+
+def inspect_text(flatbuffer, label="<flatbuffer>"):
+    """What `tfcompress inspect` prints for `flatbuffer` (bytes), as markdown.
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+    from tfcompress import cli
+    flat = tfc.export.to_tflite(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    print(cli.inspect_text(flat))
+    ```
+    """
+    from tfcompress.export import census
+
+    ops = census.ops(flatbuffer)
+    weights, sparse = census.weights(flatbuffer)
+    rows = [("bytes", f"{len(flatbuffer):,}"),
+            ("gzip bytes", f"{len(gzip.compress(flatbuffer, 9)):,}"),
+            ("ops", f"{len(ops):,}"),
+            ("weights (values by dtype)", ", ".join(
+                f"{dtype} {count:,}" for dtype, count in sorted(weights.items())) or "none"),
+            ("sparse-encoded weight tensors", str(sparse))]
+    for kind, title in _KIND_TITLES.items():
+        names = [op.name for op in ops if op.kind == kind]
+        if names:
+            counted = {n: names.count(n) for n in names}
+            rows.append((title, ", ".join(
+                n + (f" ×{c}" if c > 1 else "") for n, c in counted.items())))
+    lines = [f"**inspect** `{label}`", "", "| property | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+
+    interp = census.interpreter(flatbuffer)
+    signatures = interp.get_signature_list()
+    if signatures:
+        tensors = []
+        for key in signatures:
+            runner = interp.get_signature_runner(key)
+            tensors.append((f"signature `{key}`", runner.get_input_details(),
+                            runner.get_output_details()))
+    else:
+        tensors = [("inputs and outputs (no signature)",
+                    {d["name"]: d for d in interp.get_input_details()},
+                    {d["name"]: d for d in interp.get_output_details()})]
+    for title, inputs, outputs in tensors:
+        lines += ["", title, "", "| | name | shape | dtype | quantization |",
+                  "|---|---|---|---|---|"]
+        for role, details in (("input", inputs), ("output", outputs)):
+            for name, detail in details.items():
+                lines.append(f"| {role} | {name} | {_shape(detail)} | "
+                             f"{_dtype_name(detail['dtype'])} | {_quantization(detail)} |")
+
+    lines += ["", "| op | kind | input dtypes → output dtypes | count |", "|---|---|---|---:|"]
+    counted = {}
+    for op in ops:
+        key = (op.name, op.kind, ", ".join(op.inputs), ", ".join(op.outputs))
+        counted[key] = counted.get(key, 0) + 1
+    for (name, kind, ins, outs), count in counted.items():
+        lines.append(f"| {name} | {kind} | {ins} → {outs} | {count} |")
+    return "\n".join(lines)
+
+
+def _shape(detail):
+    dims = detail.get("shape_signature", detail["shape"])
+    return "(" + ", ".join("None" if int(d) < 0 else str(int(d)) for d in dims) + ")"
+
+
+def _dtype_name(dtype):
+    import numpy as np
+
+    return np.dtype(dtype).name
+
+
+def _quantization(detail):
+    params = detail.get("quantization_parameters") or {}
+    scales = params.get("scales", [])
+    if len(scales) == 0:
+        return "none"
+    zero_points = params.get("zero_points", [])
+    if len(scales) == 1:
+        return f"scale {float(scales[0]):.6g}, zero point {int(zero_points[0])}"
+    return f"per-channel: {len(scales)} scales on axis {params.get('quantized_dimension')}"
+
+
+# -- report ----------------------------------------------------------------------
+
+def _report(args):
+    for path in args.models:
+        if not os.path.exists(path):
+            raise CommandError(f"no such file or directory: '{path}'.")
+    _need_file(args.data, "--data")
+    x, y = _load_npz(args.data)
+    if y is None:
+        raise CommandError(
+            f"'{args.data}' has no labels: the metric needs an array named y "
+            "(e.g. numpy.savez('d.npz', x=x_test, y=y_test)).")
+    from tfcompress import report
+
+    names = [os.path.basename(os.path.normpath(p)) for p in args.models]
+    if len(set(names)) < len(names):
+        names = list(args.models)
+    if len(set(names)) < len(names):
+        raise CommandError("the same model is given twice; list each file once.")
+    frame = report.compare(dict(zip(names, args.models)), (x, y), metric=args.metric,
+                           output=args.output, safe_mode=not args.unsafe,
+                           max_samples=args.max_samples)
+    print(report.to_markdown(frame))
+
+
+# -- files -----------------------------------------------------------------------
+
+def _need_file(path, what):
+    if not os.path.exists(path):
+        raise CommandError(f"no such file: '{path}' ({what}).")
+
+
+def _load_npz(path):
+    """(x, y) from an .npz: `x` (or {input name: array}) and the optional labels `y`."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as error:
+        raise CommandError(
+            f"cannot read '{path}' as a .npz file of arrays ({error}); write it with "
+            "numpy.savez(path, x=..., y=...).") from None
+    y = arrays.pop("y", None)
+    if "x" in arrays:
+        x = arrays.pop("x")
+        if arrays:
+            raise CommandError(
+                f"'{path}' has an array x and also {sorted(arrays)}; give either x (one "
+                "input) or one array per input name, plus the labels y.")
+        return x, y
+    if not arrays:
+        raise CommandError(
+            f"'{path}' holds no inputs: add an array x, or one array per model input "
+            "named after it (e.g. numpy.savez(path, x=x_test, y=y_test)).")
+    return arrays, y
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""`tfcompress demo`: prune → quantization-aware training → int8 TFLite, on real digits.
+"""`tfcompress demo`: distil → prune → quantization-aware training → int8 TFLite, on real digits.
 
-Runs on scikit-learn's real 8x8 digits: train a dense CNN, prune a copy to
-80 % sparsity with `PolynomialDecay` while fine-tuning, then train it
-quantization-aware with the zeros kept, export it as an int8 `.tflite`
-(verified in LiteRT) and a SavedModel, and print parameters, non-zeros,
-sparsity, test accuracy and bytes (raw and gzip) for each stage.
+Runs on scikit-learn's real 8x8 digits: train a larger teacher CNN, distil it
+into a small student while pruning the student to 80 % sparsity with
+`PolynomialDecay` (one fit), train the student quantization-aware with the
+zeros kept, export it as an int8 `.tflite` (verified in LiteRT) and a
+SavedModel, and print parameters, non-zeros, sparsity, test accuracy and
+bytes (raw and gzip) for each stage.
 """
 
 import gzip
@@ -89,20 +90,21 @@ def run(out_dir="tfcompress_demo", epochs=15, prune_epochs=10, sparsity=0.8, see
     schedule = tfc.pruning.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end_step,
                                            frequency=max(1, end_step // 10))
 
-    print("1/5 training the dense CNN", flush=True)
-    dense = examples.digits_cnn()
-    dense.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
-    dense.fit(x, y, batch_size=32, epochs=epochs, validation_data=(xv, yv), verbose=0,
-              callbacks=[_Progress("dense", epochs)])
+    print("1/5 training the teacher, a larger CNN: digits_cnn(width=32)", flush=True)
+    teacher = examples.digits_cnn(width=32)
+    teacher.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
+    teacher.fit(x, y, batch_size=32, epochs=epochs, validation_data=(xv, yv), verbose=0,
+                callbacks=[_Progress("teacher", epochs)])
 
-    print(f"2/5 pruning to {sparsity:.0%} with {schedule}", flush=True)
-    pruned = tfc.pruning.prune_low_magnitude(dense, pruning_schedule=schedule)
-    pruned.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
+    print(f"2/5 distilling into digits_cnn() while pruning to {sparsity:.0%} with {schedule}",
+          flush=True)
     log_dir = os.path.join(out_dir, "logs")
-    pruned.fit(x, y, batch_size=32, epochs=prune_epochs, validation_data=(xv, yv), verbose=0,
-               callbacks=[tfc.pruning.UpdatePruningStep(),
-                          tfc.pruning.PruningSummaries(log_dir=log_dir),
-                          _Progress("prune", prune_epochs, pruning=True)])
+    stripped, distiller = tfc.distillation.distill_and_prune(
+        teacher, examples.digits_cnn(), x, y, loss, pruning_schedule=schedule,
+        epochs=prune_epochs, batch_size=32, optimizer=keras.optimizers.Adam(3e-3),
+        validation_data=(xv, yv), log_dir=log_dir,
+        callbacks=[_Progress("distil+prune", prune_epochs, pruning=True)])
+    pruned = distiller.student  # still wrapped: QAT below keeps its zeros
 
     print("3/5 quantization-aware training (pruned zeros kept)", flush=True)
     qat = tfc.quantization.quantize_model(
@@ -112,10 +114,10 @@ def run(out_dir="tfcompress_demo", epochs=15, prune_epochs=10, sparsity=0.8, see
             callbacks=[tfc.pruning.UpdatePruningStep(), _Progress("qat", qat_epochs)])
 
     print("4/5 stripping and measuring", flush=True)
-    stripped = tfc.pruning.strip_pruning(pruned)
-    plain_dense = tfc.core.map_layers(dense, tfc.core.copy_layer)  # uncompiled, like stripped
+    teacher.trainable = True  # the Distiller froze it; count its weights as parameters
+    plain_teacher = tfc.core.map_layers(teacher, tfc.core.copy_layer)  # uncompiled, like stripped
     rows = {
-        "dense": _stats(plain_dense, os.path.join(out_dir, "dense.keras"), xt, yt),
+        "dense teacher": _stats(plain_teacher, os.path.join(out_dir, "teacher.keras"), xt, yt),
         "pruned (stripped)": _stats(stripped, os.path.join(out_dir, "pruned.keras"), xt, yt),
     }
 
@@ -132,7 +134,7 @@ def run(out_dir="tfcompress_demo", epochs=15, prune_epochs=10, sparsity=0.8, see
     print("int8 TFLite vs the Keras QAT model (LiteRT):")
     print(report)
     print()
-    print(f"models: {out_dir}/dense.keras, {out_dir}/pruned.keras, {tflite_path}, "
+    print(f"models: {out_dir}/teacher.keras, {out_dir}/pruned.keras, {tflite_path}, "
           f"{out_dir}/saved_model (serving_default)")
     print(f"TensorBoard logs: {log_dir}  (open with: tensorboard --logdir {log_dir})")
     return rows

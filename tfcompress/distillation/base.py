@@ -139,8 +139,10 @@ def output_activation(model):
     if history is None:
         return None
     layer = history[0]
-    inner = getattr(layer, "layer", None)  # a wrapper (pruning, QAT)
-    activation = getattr(layer, "activation", None) or getattr(inner, "activation", None)
+    activation = getattr(layer, "activation", None)
+    while activation is None and isinstance(getattr(layer, "layer", None), keras.layers.Layer):
+        layer = layer.layer  # a wrapper (pruning, QAT, or both)
+        activation = getattr(layer, "activation", None)
     if activation is None:
         return None
     name = getattr(activation, "__name__", None) or str(activation)

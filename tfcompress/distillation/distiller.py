@@ -37,7 +37,8 @@ class Distiller(keras.Model):
     Every component is a metric, so it shows in the History, the progress
     bar and TensorBoard: `student_loss`, `distillation_loss` (the weighted
     sum), `distillation_loss_<name>` per loss (and
-    `distillation_loss_<name>_<teacher>` per teacher when there are several),
+    `distillation_loss_<name>_<teacher name>` per teacher when there are several;
+    `_teacher<k>` when their names clash),
     and `total_loss`.
 
     Args:
@@ -124,9 +125,12 @@ class Distiller(keras.Model):
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.component_trackers = [keras.metrics.Mean(name=f"distillation_loss_{term['name']}")
                                    for term in self._terms]
+        names = [model.name for model in teachers]
+        if len(set(names)) < len(names):  # e.g. two models both called "sequential"
+            names = [f"teacher{k}" for k in range(len(teachers))]
         self.teacher_trackers = [
-            keras.metrics.Mean(name=f"distillation_loss_{term['name']}_{model.name}")
-            for term in self._terms for model in teachers] if len(teachers) > 1 else []
+            keras.metrics.Mean(name=f"distillation_loss_{term['name']}_{name}")
+            for term in self._terms for name in names] if len(teachers) > 1 else []
         self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
 
     # -- construction helpers ---------------------------------------------------
@@ -340,11 +344,6 @@ def _normalized(weights, teachers):
             f"teacher_weights must be one number >= 0 per teacher ({len(teachers)}), "
             f"not all zero; got {weights}.")
     return [float(w) / sum(weights) for w in weights]
-
-
-def _structure_shapes(model):
-    outputs = getattr(model, "outputs", None)
-    return None if outputs is None else [tuple(t.shape) for t in outputs]
 
 
 def _check_compatible(teacher, student):

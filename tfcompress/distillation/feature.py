@@ -153,10 +153,12 @@ def find_layer(model, name, who):
     for layer in layers:
         if layer.name == name:
             return layer
-    for layer in layers:
+    for layer in layers:  # wrappers (pruning, QAT, both nested) by their inner layer's name
         inner = getattr(layer, "layer", None)
-        if isinstance(inner, keras.layers.Layer) and inner.name == name:
-            return layer
+        while isinstance(inner, keras.layers.Layer):
+            if inner.name == name:
+                return layer
+            inner = getattr(inner, "layer", None)
     names = [layer.name for layer in layers if not isinstance(layer, keras.layers.InputLayer)]
     raise ValueError(
         f"The {who} model '{model.name}' has no layer named '{name}'. Its layers "

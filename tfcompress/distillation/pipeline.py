@@ -12,13 +12,15 @@ from tfcompress.distillation.logits import LogitsDistillation
 def distill_and_prune(teacher, student, x, y, loss, pruning_schedule=None, sparsity=0.8,
                       temperature=4.0, student_loss_weight=0.3, epochs=10, batch_size=32,
                       optimizer=None, metrics=("accuracy",), validation_data=None,
-                      callbacks=(), log_dir=None, quantize=None, verbose=0):
-    """Distils `teacher` into a pruned copy of `student` in one `fit`; strips it.
+                      callbacks=(), log_dir=None, quantize=False, verbose=0):
+    """Distils `teacher` into a pruned (and optionally QAT) copy of `student` in one `fit`.
 
     The student is wrapped with `tfcompress.pruning.prune_low_magnitude` (a
-    copy: `student` itself is not changed), trained by a `Distiller` with
-    Hinton's `LogitsDistillation(temperature)` mixed with the label `loss`,
-    while `UpdatePruningStep` raises its sparsity, and returned stripped.
+    copy: `student` itself is not changed), optionally made
+    quantization-aware on top, trained by a `Distiller` with Hinton's
+    `LogitsDistillation(temperature)` mixed with the label `loss` while
+    `UpdatePruningStep` raises its sparsity, and returned with the pruning
+    wrappers stripped (zeros in the weights; QAT layers kept for conversion).
 
     Args:
         teacher: a trained, built classifier that outputs logits.
@@ -34,14 +36,21 @@ def distill_and_prune(teacher, student, x, y, loss, pruning_schedule=None, spars
         callbacks: extra callbacks (`self.model` in them is the Distiller).
         log_dir: if set, `PruningSummaries(log_dir)` logs the loss components
             and the sparsity to TensorBoard.
-        quantize: QAT hook. None (default) trains in float. Otherwise a
-            function `quantize(pruned_student) -> (model, callbacks)` that
-            adds quantization wrappers to the pruned student and returns the
-            callbacks that drive them; they train in the same fit.
+        quantize: False (default) trains in float. True adds
+            quantization-aware training in the same fit
+            (`tfcompress.quantization.quantize_model` with
+            `Default8BitPrunePreserveQuantizeScheme`, which keeps pruned
+            weights at zero); convert the result with
+            `tfcompress.export.to_tflite(model, mode="int8")`. A function
+            `quantize(pruned_student) -> (model, callbacks)` plugs in another
+            scheme.
 
     Returns:
-        `(stripped_student, distiller)`; `distiller.history` holds the fit
-        History (every loss component included).
+        `(student, distiller)`: the trained student passed through
+        `strip_pruning` (with QAT, the pruning wrappers inside the QAT layers
+        stay; `tfcompress.export.to_tflite` bakes their zeros into the int8
+        weights), and the `Distiller`, whose `history` holds the fit History
+        (every loss component included).
 
     Example:
 
@@ -56,7 +65,8 @@ def distill_and_prune(teacher, student, x, y, loss, pruning_schedule=None, spars
     teacher.compile("adam", loss)
     teacher.fit(x, y, epochs=2, verbose=0)
     small, distiller = tfc.distillation.distill_and_prune(
-        teacher, examples.digits_cnn(width=8), x, y, loss, epochs=2)
+        teacher, examples.digits_cnn(width=8), x, y, loss, epochs=2, quantize=True)
+    int8 = tfc.export.to_tflite(small, mode="int8")  # no calibration data needed after QAT
     ```
     """
     if pruning_schedule is None:
@@ -67,7 +77,9 @@ def distill_and_prune(teacher, student, x, y, loss, pruning_schedule=None, spars
                                                    frequency=max(1, end_step // 10))
     pruned = pruning.prune_low_magnitude(student, pruning_schedule=pruning_schedule)
     step_callbacks = [pruning.UpdatePruningStep()]
-    if quantize is not None:  # QAT: wrappers on the pruned student, same fit
+    if quantize is True:
+        quantize = _prune_preserving_qat
+    if quantize:  # QAT wrappers on top of the pruning wrappers, trained in the same fit
         pruned, qat_callbacks = quantize(pruned)
         step_callbacks += list(qat_callbacks)
     if log_dir is not None:
@@ -77,6 +89,11 @@ def distill_and_prune(teacher, student, x, y, loss, pruning_schedule=None, spars
     distiller.compile(optimizer or keras.optimizers.Adam(1e-3), loss, metrics=list(metrics))
     distiller.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
                   verbose=verbose, callbacks=step_callbacks + list(callbacks))
-    # With QAT the quantization wrappers are kept for conversion; pruning's
-    # strip only unwraps PruneLowMagnitude.
     return pruning.strip_pruning(distiller.student), distiller
+
+
+def _prune_preserving_qat(pruned):
+    from tfcompress import quantization
+
+    scheme = quantization.Default8BitPrunePreserveQuantizeScheme()
+    return quantization.quantize_model(pruned, scheme=scheme), []

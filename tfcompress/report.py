@@ -1,0 +1,516 @@
+"""`compare`: one table of size, sparsity, speed and quality across compression stages.
+
+Each row is one stage of the same model: the dense Keras model, the pruned
+one, a quantization-aware one, the exported `.tflite` flatbuffer, the
+SavedModel. Every row is measured the same way on the same labelled data:
+
+- `parameters`, `non-zero parameters`, `sparsity`: the model's own weights
+  (what tfcompress wrappers add, such as masks, quantizer ranges and step
+  counters, is not counted); non-zeros from the weights the model computes
+  with, so a model that is still pruning counts `weight * mask`. A `.tflite`
+  row counts the constant weight tensors of the flatbuffer (BatchNormalization
+  folded into the convolution, int8 values as stored).
+- `bytes`, `gzip bytes`: the file as shipped. A Keras model object is saved to
+  a temporary `.keras` file first, with pruning wrappers stripped and without
+  optimizer state; a file or directory is measured as it is.
+- `TFLite bytes`: the flatbuffer size, on `.tflite` rows only.
+- `latency ms (batch 1)`: the median of one-sample inferences: LiteRT
+  `invoke` on one thread for `.tflite`, `model(x[:1], training=False)` for
+  Keras, the `serving_default` signature for a SavedModel.
+- the metric (`"accuracy"` by default), on the given data.
+
+```python
+import keras
+import tfcompress as tfc
+from tfcompress import examples, report
+
+(x, y), _, (x_test, y_test) = examples.digits()
+dense = examples.digits_cnn()
+dense.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+dense.fit(x, y, epochs=3, verbose=0)
+flat = tfc.export.to_tflite(dense, mode="int8", representative_data=x[:200])
+table = report.compare({"dense": dense, "int8.tflite": flat}, (x_test, y_test))
+print(report.to_markdown(table))
+```
+"""
+
+import gzip
+import os
+import tempfile
+
+import keras
+import numpy as np
+import pandas as pd
+
+from tfcompress.export import census, signature
+from tfcompress.export import data as data_lib
+from tfcompress.export.verify import (
+    _accuracy, _directory_size, _keras_outputs, _median_ms, _SavedModel, _TFLite,
+)
+
+COLUMNS = (
+    "parameters", "non-zero parameters", "sparsity", "bytes", "gzip bytes",
+    "TFLite bytes", "latency ms (batch 1)",
+)
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+# Variables tfcompress adds next to a layer's own weights (SavedModel rows,
+# where only the variable names are left to go by).
+WRAPPER_VARIABLE_SUFFIXES = ("_mask", "_min", "_max", "_seen", "pruning_step", "step_offset")
+
+
+class UnsafeModelError(ValueError):
+    """A Keras file that holds Python code (e.g. a `Lambda` layer), refused in safe mode.
+
+    `path` is the file. Raised by `compare` (and `load_model`) when
+    `safe_mode=True`; load it with `safe_mode=False` only if you trust it.
+
+    Example:
+
+    ```python
+    from tfcompress import report
+    try:
+        report.load_model("model_with_lambda.keras")
+    except report.UnsafeModelError as error:
+        print(error.path)
+    except FileNotFoundError:
+        pass
+    ```
+    """
+
+    def __init__(self, path, message):
+        super().__init__(message)
+        self.path = path
+
+
+def load_model(path, safe_mode=True):
+    """Loads a `.keras` (or legacy `.h5`) model uncompiled, in Keras safe mode by default.
+
+    tfcompress's classes are registered on import, so a model saved while
+    pruning or quantization-aware loads as it was saved.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        UnsafeModelError: the file runs Python code on load (a `Lambda`
+            layer) and `safe_mode` is True.
+
+    Example:
+
+    ```python
+    import keras
+    from tfcompress import report
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save("/tmp/m.keras")
+    model = report.load_model("/tmp/m.keras")
+    ```
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No model file at '{path}'.")
+    import tfcompress  # noqa: F401  (registers the wrapper classes with Keras)
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
+    except ValueError as error:
+        if safe_mode and "safe_mode" in str(error):
+            raise UnsafeModelError(path, (
+                f"'{path}' holds Python code (a Lambda layer) that would run "
+                "when it loads, so safe mode refuses it. Pass safe_mode=False "
+                "only if you trust where the file came from."
+            )) from None
+        raise
+
+
+def compare(models, data, metric="accuracy", *, output=None, safe_mode=True,
+            max_samples=None, latency_runs=100, num_threads=1):
+    """Measures every model in `models` on `data`; returns a `pandas.DataFrame`, one row each.
+
+    Args:
+        models: a dict `{row name: model}`, in the order the rows should
+            appear. A model is a `keras.Model` (dense, pruning, pruned and
+            stripped, or quantization-aware), a `.keras` / `.h5` file, a
+            `.tflite` file or its bytes (e.g. what `export.to_tflite`
+            returns), or a SavedModel directory (e.g. from
+            `export.to_saved_model`).
+        data: labelled samples, `(x, y)` with `x` an array, or a dict
+            `{input name: array}` for multi-input models; or a finite
+            `tf.data.Dataset` of `(x, y)` elements, batched or not. `y` holds
+            class ids (or 0/1 for one sigmoid output).
+        metric: `"accuracy"` (top-1 for several classes; one output is read as
+            a probability with a 0.5 threshold, or as a logit when its values
+            leave [0, 1]), `"auc"` (one-vs-rest, averaged, for several
+            classes), or any Keras metric name or instance, e.g. `"mse"` or
+            `keras.metrics.Precision()`. The column is named after it.
+        output: the output to score, by name, for models with several
+            outputs (default: the only output, else the first Keras model's
+            first output).
+        safe_mode: load `.keras` files in Keras safe mode (a `Lambda` layer is
+            refused with `UnsafeModelError`). Set False only for files you trust.
+        max_samples: score at most this many samples (default: all).
+        latency_runs: how many batch-1 inferences are timed for the median.
+        num_threads: LiteRT interpreter threads.
+
+    Returns:
+        A DataFrame indexed by row name (index name `"model"`) with the
+        columns `COLUMNS` and the metric. Integer columns are `int64`,
+        `TFLite bytes` is nullable `Int64` (`<NA>` on other rows). Render it
+        with `to_markdown(frame)` (or `frame.to_markdown()` with `tabulate`
+        installed).
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+    from tfcompress import examples, report
+
+    (x, y), _, (x_test, y_test) = examples.digits()
+    dense = examples.digits_cnn()
+    dense.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    dense.fit(x, y, epochs=2, verbose=0)
+    flat = tfc.export.to_tflite(dense, mode="int8", representative_data=x[:200])
+    table = report.compare({"dense": dense, "int8.tflite": flat}, (x_test, y_test))
+    print(report.to_markdown(table))
+    ```
+    """
+    if not isinstance(models, dict) or not models:
+        got = "an empty dict" if isinstance(models, dict) else type(models).__name__
+        raise TypeError(
+            "compare() takes a non-empty dict {row name: model}, e.g. "
+            f"{{'dense': model, 'int8': 'model.tflite'}}; got {got}."
+        )
+    column, score = _metric(metric)
+    rows, names, reference = [], [], output
+    for name, model in models.items():
+        try:
+            measured = _measure(model, data, safe_mode, max_samples, latency_runs, num_threads)
+            chosen = _pick(measured.pop("outputs"), reference, output is not None,
+                           measured.pop("keras"))
+            reference = reference or chosen
+            outputs, labels = measured.pop("scored")[chosen], measured.pop("labels")
+            measured[column] = score(outputs, labels)
+        except UnsafeModelError:
+            raise
+        except Exception as error:
+            message = f"row '{name}': {error}"
+            try:
+                wrapped = type(error)(message)
+            except Exception:
+                wrapped = RuntimeError(message)
+            raise wrapped from error
+        rows.append(measured)
+        names.append(str(name))
+    frame = pd.DataFrame.from_records(rows, index=pd.Index(names, name="model"))
+    frame = frame[list(COLUMNS) + [column]]
+    return frame.astype({
+        "parameters": "int64", "non-zero parameters": "int64", "bytes": "int64",
+        "gzip bytes": "int64", "TFLite bytes": "Int64", "sparsity": "float64",
+        "latency ms (batch 1)": "float64", column: "float64",
+    })
+
+
+def to_markdown(frame, float_digits=4):
+    """Renders a `compare` table (or any DataFrame) as a markdown table, no `tabulate` needed.
+
+    Integers get thousands separators, floats `float_digits` decimals, and
+    missing cells (`TFLite bytes` on non-TFLite rows) show as `–`.
+
+    Example:
+
+    ```python
+    import pandas as pd
+    from tfcompress import report
+    frame = pd.DataFrame({"bytes": [1200, 300]}, index=pd.Index(["a", "b"], name="model"))
+    print(report.to_markdown(frame))   # | model | bytes | ... | a | 1,200 |
+    ```
+    """
+    def cell(value):
+        if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+            return "–"
+        if isinstance(value, (bool, np.bool_)):
+            return str(bool(value))
+        if isinstance(value, (int, np.integer)):
+            return f"{int(value):,}"
+        if isinstance(value, (float, np.floating)):
+            return f"{float(value):,.{float_digits}f}"
+        return str(value).replace("|", "\\|")
+
+    header = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
+             "|---|" + "---:|" * len(frame.columns)]
+    for index, values in zip(frame.index, frame.itertuples(index=False, name=None)):
+        lines.append("| " + " | ".join([cell(index)] + [cell(v) for v in values]) + " |")
+    return "\n".join(lines)
+
+
+# -- measuring one row ---------------------------------------------------------
+
+def _measure(model, data, safe_mode, max_samples, latency_runs, num_threads):
+    if isinstance(model, keras.Model):
+        return _keras_row(model, None, data, max_samples, latency_runs)
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return _tflite_row(bytes(model), data, max_samples, latency_runs, num_threads)
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(
+            "each model must be a keras.Model, a .keras/.h5 file, a .tflite file "
+            f"or its bytes, or a SavedModel directory; got {type(model).__name__}."
+        )
+    path = os.fspath(model)
+    if os.path.isdir(path):
+        return _saved_model_row(path, data, max_samples, latency_runs)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No file or directory at '{path}'.")
+    if path.lower().endswith(KERAS_SUFFIXES):
+        return _keras_row(load_model(path, safe_mode), path, data, max_samples, latency_runs)
+    with open(path, "rb") as handle:
+        payload = handle.read()
+    if payload[4:8] != b"TFL3":
+        raise ValueError(
+            f"'{path}' is neither a Keras model ({', '.join(KERAS_SUFFIXES)}) nor a "
+            "TFLite flatbuffer (no TFL3 identifier) nor a SavedModel directory."
+        )
+    return _tflite_row(payload, data, max_samples, latency_runs, num_threads)
+
+
+def _keras_row(model, path, data, max_samples, latency_runs):
+    model = signature.prepare(model)  # checks it is a graph model; strips pruning
+    params, nonzero = _keras_weights(model)
+    size, packed = _file_sizes(path) if path else _keras_file_sizes(model)
+    inputs = signature.inputs(model)
+    features, labels = _features(data, inputs, max_samples)
+    outputs = _keras_outputs(model, features)
+    sample = signature.to_model_inputs(model, {n: a[:1] for n, a in features.items()})
+    latency = _median_ms(lambda: model(sample, training=False), latency_runs)
+    return _row(params, nonzero, size, packed, None, latency, outputs, labels, keras=True)
+
+
+def _tflite_row(flatbuffer, data, max_samples, latency_runs, num_threads):
+    params, nonzero = _tflite_weights(flatbuffer)
+    inputs = _tflite_inputs(flatbuffer)
+    run = _TFLite(flatbuffer, inputs, num_threads)
+    features, labels = _features(data, inputs, max_samples)
+    outputs = run(features)
+    latency = run.latency({n: a[:1] for n, a in features.items()}, latency_runs)
+    size = len(flatbuffer)
+    return _row(params, nonzero, size, len(gzip.compress(flatbuffer, 9)), size, latency,
+                outputs, labels)
+
+
+def _saved_model_row(path, data, max_samples, latency_runs):
+    import tensorflow as tf
+
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        raise ValueError(f"'{path}' is a directory but not a SavedModel (no saved_model.pb).")
+    serving = tf.saved_model.load(path).signatures.get("serving_default")
+    if serving is None:
+        raise ValueError(
+            f"The SavedModel at '{path}' has no serving_default signature; export "
+            "it with tfcompress.export.to_saved_model."
+        )
+    specs = serving.structured_input_signature[1]
+    inputs = [signature.InputInfo(name, tuple(spec.shape), spec.dtype.name)
+              for name, spec in specs.items()]
+    run = _SavedModel(path, inputs)
+    variables = [v for v in run.loaded.variables
+                 if not v.name.split(":")[0].endswith(WRAPPER_VARIABLE_SUFFIXES)]
+    params, nonzero = _count([v.numpy() for v in variables])
+    features, labels = _features(data, inputs, max_samples)
+    outputs = run(features)
+    latency = run.latency({n: a[:1] for n, a in features.items()}, latency_runs)
+    size, packed = _directory_size(path)
+    return _row(params, nonzero, size, packed, None, latency, outputs, labels)
+
+
+def _row(params, nonzero, size, packed, tflite_size, latency, outputs, labels, keras=False):
+    return {
+        "parameters": params, "non-zero parameters": nonzero,
+        "sparsity": 1.0 - nonzero / params if params else float("nan"),
+        "bytes": size, "gzip bytes": packed,
+        "TFLite bytes": pd.NA if tflite_size is None else tflite_size,
+        "latency ms (batch 1)": latency,
+        "outputs": list(outputs), "scored": outputs, "labels": labels, "keras": keras,
+    }
+
+
+def _features(data, inputs, max_samples):
+    features, labels = data_lib.features(data, inputs, "data", max_samples=max_samples,
+                                         with_labels=True)
+    if labels is None:
+        raise ValueError(
+            "data has no labels, so the metric cannot be computed. Pass (x, y), or "
+            "a tf.data.Dataset of (x, y) elements."
+        )
+    return features, labels
+
+
+# -- weights -------------------------------------------------------------------
+
+def _keras_weights(model):
+    """(parameters, non-zeros) of the model's own weights, as it computes with them."""
+    from tfcompress.core import WeightWrapper
+    from tfcompress.pruning import PruneLowMagnitude
+    from tfcompress.quantization import QuantizeLayer
+
+    added, effective = set(), {}
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, WeightWrapper):
+            inner = {id(v) for v in layer.layer.weights}
+            added.update(id(v) for v in layer.weights if id(v) not in inner)
+            if isinstance(layer, PruneLowMagnitude):
+                values = layer.transform_weights(layer.targets, False)
+                effective.update(zip(map(id, layer.targets), values))
+        elif isinstance(layer, QuantizeLayer):
+            added.update(id(v) for v in layer.weights)
+    seen, values = set(), []
+    for variable in model.weights:
+        if id(variable) in added or id(variable) in seen:
+            continue
+        seen.add(id(variable))
+        values.append(keras.ops.convert_to_numpy(effective.get(id(variable), variable)))
+    return _count(values)
+
+
+def _tflite_weights(flatbuffer):
+    """(parameters, non-zeros) over the flatbuffer's constant weight tensors.
+
+    The constants that ops read (as in `census.weights`), less the
+    unquantized integer ones, which are shapes and indices. A sparse-encoded
+    tensor counts its dense size and its stored non-zero values.
+    """
+    interp = census._plain_interpreter(flatbuffer)
+    produced, consumed = set(), set()
+    for op in interp._get_ops_details():
+        produced.update(int(i) for i in op["outputs"])
+        consumed.update(int(i) for i in op["inputs"] if i >= 0)
+    graph_inputs = {d["index"] for d in interp.get_input_details()}
+    interp.allocate_tensors()
+    params = nonzero = 0
+    for index in sorted(consumed - produced - graph_inputs):
+        detail = interp._get_tensor_details(index, 0)
+        dtype = np.dtype(detail["dtype"])
+        quantization = detail["quantization_parameters"]
+        if dtype.kind in "iub" and not len(quantization["scales"]):
+            continue
+        stored = interp.get_tensor(index)
+        zero_points = np.asarray(quantization["zero_points"])
+        zero = zero_points.flat[0] if zero_points.size else 0
+        if np.any(zero_points != zero) and stored.shape == tuple(detail["shape"]):
+            shape = [1] * stored.ndim  # per-channel zero points, along one axis
+            shape[quantization["quantized_dimension"]] = -1
+            zero = zero_points.reshape(shape)
+        params += int(np.prod(detail["shape"]))
+        nonzero += int(np.count_nonzero(stored != zero))
+    return params, nonzero
+
+
+def _tflite_inputs(flatbuffer):
+    """The flatbuffer's serving inputs as `signature.InputInfo`, quantized ones fed as float."""
+    interp = census.interpreter(flatbuffer)
+    signatures = interp.get_signature_list()
+    if not signatures:
+        raise ValueError(
+            "The flatbuffer has no signature, so its inputs cannot be matched by "
+            "name; export it with tfcompress.export.to_tflite."
+        )
+    key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
+    infos = []
+    for name, detail in interp.get_signature_runner(key).get_input_details().items():
+        dtype = np.dtype(detail["dtype"]).name
+        scale, _ = detail["quantization"]
+        if scale and dtype in ("int8", "uint8", "int16"):
+            dtype = "float32"  # the runner quantizes float samples itself
+        shape = tuple(None if int(d) < 0 else int(d) for d in detail["shape_signature"])
+        infos.append(signature.InputInfo(name, (None,) + shape[1:], dtype))
+    return infos
+
+
+def _count(arrays):
+    params = sum(int(np.size(a)) for a in arrays)
+    nonzero = sum(int(np.count_nonzero(a)) for a in arrays)
+    return params, nonzero
+
+
+# -- sizes ---------------------------------------------------------------------
+
+def _file_sizes(path):
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    return len(raw), len(gzip.compress(raw, 9))
+
+
+def _keras_file_sizes(model):
+    """The `.keras` file of `model` without optimizer state."""
+    if getattr(model, "optimizer", None) is not None:
+        from tfcompress.core import copy_layer, map_layers
+
+        model = map_layers(model, copy_layer)  # an uncompiled copy
+    with tempfile.TemporaryDirectory(prefix="tfcompress-report-") as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        return _file_sizes(path)
+
+
+# -- metrics -------------------------------------------------------------------
+
+def _pick(names, wanted, explicit, is_keras):
+    """The output to score: `wanted` if present, else the only one, else a Keras model's first."""
+    if wanted in names:
+        return wanted
+    if explicit:
+        raise ValueError(f"output='{wanted}' is not among the model's outputs {sorted(names)}.")
+    if len(names) == 1 or (wanted is None and is_keras):
+        return names[0]
+    raise ValueError(
+        f"the model has several outputs {sorted(names)}"
+        + (f" and none is named '{wanted}' like the first Keras model's" if wanted else "")
+        + "; pass output=<name> to say which one the metric scores."
+    )
+
+
+def _metric(metric):
+    """(column name, score(outputs, labels) -> float)."""
+    if isinstance(metric, str) and metric.lower() == "accuracy":
+        return "accuracy", _accuracy
+    if isinstance(metric, str) and metric.lower() == "auc":
+        return "auc", _auc
+    try:
+        found = keras.metrics.get(metric)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"Unknown metric={metric!r}. Use 'accuracy', 'auc', or a Keras metric "
+            "name or instance, e.g. 'mse', 'sparse_categorical_accuracy' or "
+            "keras.metrics.Precision()."
+        ) from None
+    if isinstance(found, keras.metrics.Metric):
+        def score(outputs, labels):
+            fresh = type(found).from_config(found.get_config())
+            fresh.update_state(labels, outputs)
+            return float(keras.ops.convert_to_numpy(fresh.result()))
+
+        return found.name, score
+    name = metric if isinstance(metric, str) else getattr(found, "__name__", "metric")
+    return name, lambda outputs, labels: float(np.mean(keras.ops.convert_to_numpy(
+        found(labels, outputs))))
+
+
+def _auc(outputs, labels):
+    scores = np.asarray(outputs, "float32").reshape(len(outputs), -1)
+    labels = np.asarray(labels)
+    if scores.shape[1] == 1:
+        logits = bool(scores.min() < 0 or scores.max() > 1)
+        metric = keras.metrics.AUC(from_logits=logits)
+        metric.update_state(labels.reshape(-1, 1).astype("float32"), scores)
+        return float(metric.result())
+    classes = scores.shape[1]
+    if labels.shape != scores.shape:
+        ids = labels.reshape(-1).astype("int64")
+        if ids.min() < 0 or ids.max() >= classes:
+            raise ValueError(
+                f"labels must be class ids in [0, {classes}) for a {classes}-class "
+                f"output; got values from {ids.min()} to {ids.max()}."
+            )
+        labels = np.eye(classes, dtype="float32")[ids]
+    probabilities = scores.min() >= 0 and np.allclose(scores.sum(axis=1), 1, atol=1e-3)
+    if not probabilities:
+        scores = np.asarray(keras.ops.softmax(scores, axis=-1))
+    metric = keras.metrics.AUC(multi_label=True, num_labels=classes)
+    metric.update_state(labels, scores)
+    return float(metric.result())
