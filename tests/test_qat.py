@@ -314,3 +314,22 @@ def test_sequence_model_embedding_conv1d_pooling_is_int8():
     assert ("GATHER", ["int8", "int32"], ["int8"]) in census
     np.testing.assert_allclose(run_tflite(content, x[:16]), qat.predict(x[:16], verbose=0),
                                atol=2 / 256)
+
+
+def test_quantizer_gradient_is_straight_through_only():
+    import tensorflow as tf
+
+    x = tf.constant(np.linspace(-3, 2, 50, dtype="float32").reshape(5, 10))
+    quantizer = Q.MovingAverageQuantizer(8, False, False, False)
+    weights = quantizer.build(x.shape, "g", L.Layer())
+    quantizer(x, True, weights)  # range [-3, 2]
+    wide = 2.0 * x  # the moving average keeps the range near [-3, 2]: the tails get clipped
+    with tf.GradientTape() as tape:
+        tape.watch(wide)
+        y = quantizer(wide, True, weights)
+    grad = tape.gradient(y, wide).numpy()
+    low, high = float(np.asarray(weights["min"])), float(np.asarray(weights["max"]))
+    inside = (wide.numpy() >= low) & (wide.numpy() <= high)
+    # straight-through: 1 inside the range, 0 outside, and nothing flows into
+    # the range statistics (no gradient reaches the min/max elements through them)
+    np.testing.assert_array_equal(grad, inside.astype("float32"))
