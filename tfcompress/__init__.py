@@ -8,8 +8,8 @@ import tfcompress as tfmot        # TFMOT names: tfmot.sparsity.keras.*, tfmot.q
 
 __version__ = "0.1.0"
 
-from tfcompress import core, distillation, export, pruning, quantization, sparsity  # noqa: E402  (registers Keras classes)
+from tfcompress import core, distillation, export, pruning, quantization, report, sparsity  # noqa: E402  (registers Keras classes)
 from tfcompress.quantization import keras as _tfmot_quantization  # noqa: E402,F401
 
 __all__ = ["__version__", "core", "distillation", "export", "pruning", "quantization",
-           "sparsity"]
+           "report", "sparsity"]

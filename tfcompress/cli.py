@@ -52,13 +52,15 @@ def _parser():
 
     demo = sub.add_parser(
         "demo", parents=[common],
-        help="prune, QAT and export a CNN on scikit-learn digits; print a report",
-        description="Train a small CNN on scikit-learn's digits, prune it to 80% sparsity "
-                    "inside fit, train it quantization-aware, export int8 TFLite and a "
-                    "SavedModel, verify them in LiteRT and print a size/accuracy table.")
+        help="distil, prune, QAT and export a CNN on scikit-learn digits; print a report",
+        description="Train a teacher CNN on scikit-learn's digits, distil it into a small "
+                    "CNN while pruning that to 80% sparsity inside fit, train it "
+                    "quantization-aware, export int8 TFLite and a SavedModel, verify them "
+                    "in LiteRT and print a size/accuracy table.")
     demo.add_argument("--out", default="tfcompress_demo", help="output directory")
-    demo.add_argument("--epochs", type=int, default=15, help="dense training epochs")
-    demo.add_argument("--prune-epochs", type=int, default=10, help="pruning fine-tune epochs")
+    demo.add_argument("--epochs", type=int, default=15, help="teacher training epochs")
+    demo.add_argument("--prune-epochs", type=int, default=10,
+                      help="distillation + pruning epochs")
     demo.add_argument("--qat-epochs", type=int, default=3, help="quantization-aware epochs")
     demo.add_argument("--sparsity", type=float, default=0.8, help="final sparsity in [0, 1)")
 

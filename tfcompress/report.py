@@ -482,13 +482,21 @@ def _metric(metric):
     if isinstance(found, keras.metrics.Metric):
         def score(outputs, labels):
             fresh = type(found).from_config(found.get_config())
-            fresh.update_state(labels, outputs)
+            fresh.update_state(*_same_rank(labels, outputs))
             return float(keras.ops.convert_to_numpy(fresh.result()))
 
         return found.name, score
     name = metric if isinstance(metric, str) else getattr(found, "__name__", "metric")
     return name, lambda outputs, labels: float(np.mean(keras.ops.convert_to_numpy(
-        found(labels, outputs))))
+        found(*_same_rank(labels, outputs)))))
+
+
+def _same_rank(labels, outputs):
+    """Labels of shape (n,) for an output of shape (n, 1) get the output's shape, as in `fit`."""
+    labels, outputs = np.asarray(labels), np.asarray(outputs)
+    if outputs.ndim == labels.ndim + 1 and outputs.shape[-1] == 1:
+        labels = labels.reshape(outputs.shape).astype(outputs.dtype)
+    return labels, outputs
 
 
 def _auc(outputs, labels):
