@@ -24,3 +24,17 @@ def digits():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def cnn(digits):
+    """The digits CNN trained 3 epochs (export tests)."""
+    from tfcompress import examples
+
+    (x, y), _, _ = digits
+    keras.utils.set_random_seed(0)
+    model = examples.digits_cnn()
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+    return model

@@ -18,17 +18,7 @@ COMPUTE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-# -- models, trained once per module -------------------------------------------
-@pytest.fixture(scope="module")
-def cnn(digits):
-    (x, y), _, _ = digits
-    keras.utils.set_random_seed(0)
-    model = examples.digits_cnn()
-    model.compile(keras.optimizers.Adam(3e-3), LOSS)
-    model.fit(x, y, batch_size=32, epochs=3, verbose=0)
-    return model
-
-
+# -- models, trained once per module (`cnn` is in conftest.py) -----------------
 @pytest.fixture(scope="module")
 def eval_x(digits):
     """Validation + test images: 540 digits, so 99 % allows 5 disagreements."""

@@ -19,16 +19,6 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 @pytest.fixture(scope="module")
-def cnn(digits):
-    (x, y), _, _ = digits
-    keras.utils.set_random_seed(0)
-    model = examples.digits_cnn()
-    model.compile(keras.optimizers.Adam(3e-3), LOSS)
-    model.fit(x, y, batch_size=32, epochs=3, verbose=0)
-    return model
-
-
-@pytest.fixture(scope="module")
 def click():
     features, clicks = examples.click_logs(n=3000)
     keras.utils.set_random_seed(0)

@@ -1,6 +1,5 @@
 """QAT → TFLite with Optimize.DEFAULT → int8 end to end, run by the real LiteRT interpreter."""
 
-import warnings
 
 import keras
 import numpy as np

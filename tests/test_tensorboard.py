@@ -1,6 +1,5 @@
 """PruningSummaries writes scalars that TensorBoard's own reader gets back."""
 
-import keras
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

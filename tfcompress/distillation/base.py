@@ -72,6 +72,35 @@ class DistillationLoss(keras.distillation.DistillationLoss):
         return f"{type(self).__name__}({args})"
 
 
+class OutputDistillation(DistillationLoss):
+    """Shared parts of losses on the models' outputs: a temperature and
+    `from_logits`, checked against the models' final activations.
+
+    Example:
+
+    ```python
+    from tfcompress.distillation import LogitsDistillation
+    loss = LogitsDistillation(temperature=2.0)  # an OutputDistillation
+    loss.get_config()
+    ```
+    """
+
+    def __init__(self, temperature, from_logits, name=None):
+        super().__init__(name=name)
+        self.temperature = check_temperature(temperature, type(self).__name__)
+        if not isinstance(from_logits, bool):
+            raise ValueError(f"from_logits must be True or False, got {from_logits!r}.")
+        self.from_logits = from_logits
+
+    def validate_model_compatibility(self, teacher, student):
+        check_from_logits(teacher, "teacher", self.from_logits, self)
+        check_from_logits(student, "student", self.from_logits, self)
+
+    def get_config(self):
+        return {"temperature": self.temperature, "from_logits": self.from_logits,
+                "name": self.name}
+
+
 def snake_name(class_name):
     """`LogitsDistillation` -> `logits`, `MyThing` -> `my_thing`."""
     out = []

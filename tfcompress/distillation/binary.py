@@ -8,7 +8,7 @@ _EPSILON = 1e-7
 
 
 @keras.saving.register_keras_serializable("tfcompress")
-class BinaryDistillation(base.DistillationLoss):
+class BinaryDistillation(base.OutputDistillation):
     """Cross-entropy against the teacher's click probabilities.
 
     For a click-through model the teacher's output is a probability `p`;
@@ -40,15 +40,7 @@ class BinaryDistillation(base.DistillationLoss):
     default_name = "binary"
 
     def __init__(self, temperature=1.0, from_logits=False, name=None):
-        super().__init__(name=name)
-        self.temperature = base.check_temperature(temperature, type(self).__name__)
-        if not isinstance(from_logits, bool):
-            raise ValueError(f"from_logits must be True or False, got {from_logits!r}.")
-        self.from_logits = from_logits
-
-    def validate_model_compatibility(self, teacher, student):
-        base.check_from_logits(teacher, "teacher", self.from_logits, self)
-        base.check_from_logits(student, "student", self.from_logits, self)
+        super().__init__(temperature, from_logits, name=name)
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
         ops = keras.ops
@@ -62,9 +54,6 @@ class BinaryDistillation(base.DistillationLoss):
         # -(p log sigmoid(z) + (1 - p) log(1 - sigmoid(z))) = softplus(z) - p z
         return ops.mean(ops.softplus(z) - target * z) * (t ** 2)
 
-    def get_config(self):
-        return {"temperature": self.temperature, "from_logits": self.from_logits,
-                "name": self.name}
 
 
 def _logit(p):

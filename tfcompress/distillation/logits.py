@@ -8,7 +8,7 @@ _EPSILON = 1e-7
 
 
 @keras.saving.register_keras_serializable("tfcompress")
-class LogitsDistillation(base.DistillationLoss):
+class LogitsDistillation(base.OutputDistillation):
     """Soft-target distillation (Hinton et al., 2015) for classification.
 
     The teacher's and the student's class scores are divided by the
@@ -45,15 +45,7 @@ class LogitsDistillation(base.DistillationLoss):
     default_name = "logits"
 
     def __init__(self, temperature=3.0, from_logits=True, name=None):
-        super().__init__(name=name)
-        self.temperature = base.check_temperature(temperature, type(self).__name__)
-        if not isinstance(from_logits, bool):
-            raise ValueError(f"from_logits must be True or False, got {from_logits!r}.")
-        self.from_logits = from_logits
-
-    def validate_model_compatibility(self, teacher, student):
-        base.check_from_logits(teacher, "teacher", self.from_logits, self)
-        base.check_from_logits(student, "student", self.from_logits, self)
+        super().__init__(temperature, from_logits, name=name)
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
         teacher = base.single_tensor(teacher_outputs, "teacher", self)
@@ -62,9 +54,6 @@ class LogitsDistillation(base.DistillationLoss):
             teacher, student = _log(teacher), _log(student)
         return softened_kl(teacher, student, self.temperature)
 
-    def get_config(self):
-        return {"temperature": self.temperature, "from_logits": self.from_logits,
-                "name": self.name}
 
 
 def softened_kl(teacher_logits, student_logits, temperature, axis=-1):
