@@ -6,6 +6,7 @@ tfcompress convert MODEL.keras --to MODE --out PATH [--data D.npz] [--io-type T]
                    [--overwrite] [--unsafe]
 tfcompress inspect FILE.tflite
 tfcompress report  MODEL_OR_ARTIFACT [MORE ...] --data D.npz [--metric accuracy] [--unsafe]
+tfcompress run     RECIPE --model M.keras --data D.npz --out DIR [--overwrite] [--unsafe]
 ```
 
 A `D.npz` file holds numpy arrays: `x` (or one array per model input, named
@@ -129,6 +130,28 @@ def _parser():
     report.add_argument("--unsafe", action="store_true",
                         help="allow loading models with Python code in them (Lambda "
                              "layers); only for files you trust")
+
+    run = sub.add_parser(
+        "run", parents=[common], formatter_class=_RAW,
+        help="run a recipe (prune, QAT, distil, export) and write artifacts + report",
+        description=_wrap("Run a recipe file (JSON, or YAML with PyYAML installed) on a "
+                          "Keras model: distil and/or prune, then quantization-aware "
+                          "training, then export. Writes model.keras, the .tflite files, "
+                          "saved_model/ and report.md into --out, and prints the report. "
+                          "See tfcompress.recipe for the format."),
+        epilog="example:\n"
+               "  tfcompress run recipe.json --model model.keras --data train.npz --out out/")
+    run.add_argument("recipe", metavar="RECIPE", help="the recipe file (.json, .yaml, .yml)")
+    run.add_argument("--model", required=True, metavar="M.keras", help="the model to compress")
+    run.add_argument("--data", required=True, metavar="D.npz",
+                     help="arrays x, y and optionally x_val, y_val (validation) and "
+                          "x_test, y_test (the report; else x_val, y_val, else x, y)")
+    run.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace artifacts already in --out")
+    run.add_argument("--unsafe", action="store_true",
+                     help="allow loading models (and the teacher) with Python code in them "
+                          "(Lambda layers); only for files you trust")
     return parser
 
 
@@ -142,7 +165,8 @@ def main(argv=None):
             demo.run(out_dir=args.out, epochs=args.epochs, prune_epochs=args.prune_epochs,
                      sparsity=args.sparsity, qat_epochs=args.qat_epochs)
         else:
-            {"convert": _convert, "inspect": _inspect, "report": _report}[args.command](args)
+            {"convert": _convert, "inspect": _inspect, "report": _report,
+             "run": _run}[args.command](args)
     except Exception as error:  # one clear line unless --debug
         if args.debug:
             raise
@@ -339,6 +363,39 @@ def _report(args):
                            output=args.output, safe_mode=not args.unsafe,
                            max_samples=args.max_samples)
     print(report.to_markdown(frame))
+
+
+# -- run -------------------------------------------------------------------------
+
+_DATA_KEYS = ("x", "y", "x_val", "y_val", "x_test", "y_test")
+
+
+def _run(args):
+    _need_file(args.recipe, "the recipe")
+    _need_file(args.model, "--model")
+    _need_file(args.data, "--data")
+    import numpy as np
+
+    from tfcompress import recipe, report
+
+    loaded = recipe.load(args.recipe)  # validate before anything slow
+    try:
+        with np.load(args.data, allow_pickle=False) as archive:
+            data = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as error:
+        raise CommandError(
+            f"cannot read '{args.data}' as a .npz file of arrays ({error}); write it with "
+            "numpy.savez(path, x=..., y=...).") from None
+    unknown = sorted(set(data) - set(_DATA_KEYS))
+    if unknown or "x" not in data or "y" not in data:
+        raise CommandError(
+            f"'{args.data}' must hold arrays x and y (and optionally x_val, y_val, "
+            f"x_test, y_test); it has {sorted(data)}.")
+    model = report.load_model(args.model, safe_mode=not args.unsafe)
+    table = recipe.run(model, loaded, data, args.out, safe_mode=not args.unsafe,
+                       overwrite=args.overwrite)
+    print(report.to_markdown(table))
+    print(f"\nwrote {', '.join(sorted(os.listdir(args.out)))} to {args.out}")
 
 
 # -- files -----------------------------------------------------------------------

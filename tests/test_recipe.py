@@ -1,0 +1,144 @@
+"""Recipes: validation, prepare() for one stage, run() end to end, JSON files, `tfcompress run`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tfcompress import pruning, recipe
+
+
+def _dense():
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dense(3)])
+
+
+@pytest.mark.parametrize("bad, names", [
+    ({"prunning": {}}, ["prunning", "prune", "quantize", "export"]),
+    ({"prune": {"final_sparsity": 0.8, "sparsity": 0.5}}, ["prune.sparsity", "final_sparsity",
+                                                           "block_size"]),
+    ({"prune": {"final_sparsity": 1.0}}, ["prune.final_sparsity", "[0, 1)"]),
+    ({"prune": {}}, ["prune.final_sparsity", "required"]),
+    ({"prune": {"final_sparsity": 0.5, "m_by_n": [4, 2]}}, ["prune.m_by_n"]),
+    ({"export": {"tflite": ["int4"]}}, ["export.tflite", "int4", "float16", "int16x8"]),
+    ({"train": {"optimizer": "adamax2"}}, ["train.optimizer", "sgd"]),
+    ({"train": {"loss": "no_such_loss"}}, ["train.loss"]),
+    ({"quantize": {"preserve_sparsity": "yes"}}, ["quantize.preserve_sparsity", "true"]),
+    ({"distill": {"temperature": 2.0}}, ["distill.teacher", "required"]),
+])
+def test_invalid_recipes_name_the_key_and_the_allowed_values(bad, names):
+    with pytest.raises(ValueError) as error:
+        recipe.validate(bad)
+    for name in names:
+        assert name in str(error.value)
+
+
+def test_json_round_trip_and_yaml_message(tmp_path):
+    written = {"prune": {"final_sparsity": 0.6, "end_step": 40, "block_size": [1, 1]},
+               "quantize": {"epochs": 1}, "export": {"tflite": ["int8"], "saved_model": True}}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(written))
+    loaded = recipe.load(str(path))
+    assert loaded == recipe.validate(written)
+    assert loaded["prune"]["final_sparsity"] == 0.6 and loaded["train"]["batch_size"] == 32
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps(loaded))
+    assert recipe.load(str(again)) == loaded  # defaults filled in are valid input too
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        recipe.load(str(tmp_path / "bad.json"))
+    (tmp_path / "r.yaml").write_text("prune:\n  final_sparsity: 0.5\n")
+    try:
+        import yaml  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pyyaml"):
+            recipe.load(str(tmp_path / "r.yaml"))
+    else:
+        assert recipe.load(str(tmp_path / "r.yaml"))["prune"]["final_sparsity"] == 0.5
+
+
+def test_schedule_choice_and_end_step_needed_by_prepare():
+    constant = recipe.pruning_schedule({"prune": {"final_sparsity": 0.5,
+                                                  "initial_sparsity": 0.5}})
+    assert isinstance(constant, pruning.ConstantSparsity)
+    decay = recipe.pruning_schedule({"prune": {"final_sparsity": 0.5, "end_step": 100}})
+    assert isinstance(decay, pruning.PolynomialDecay) and decay.frequency == 10
+    with pytest.raises(ValueError, match="prune.end_step"):
+        recipe.prepare(_dense(), {"prune": {"final_sparsity": 0.5}})
+
+
+def test_prepare_returns_a_pruning_model_and_callbacks_that_prune(rng):
+    r = {"prune": {"final_sparsity": 0.5, "end_step": 10, "frequency": 2},
+         "train": {"learning_rate": 1e-2}}
+    base = _dense()
+    model, callbacks = recipe.prepare(base, r)
+    assert any(isinstance(l, pruning.PruneLowMagnitude) for l in model.layers)
+    assert any(isinstance(c, pruning.UpdatePruningStep) for c in callbacks)
+    model.compile(**recipe.compile_kwargs(r))
+    x = rng.normal(size=(96, 8)).astype("float32")
+    model.fit(x, rng.integers(0, 3, 96), batch_size=8, epochs=2, callbacks=callbacks,
+              verbose=0)
+    kernel = np.asarray(pruning.strip_pruning(model).layers[0].kernel)
+    assert abs(float(np.mean(kernel == 0)) - 0.5) < 0.02
+    assert np.mean(np.asarray(base.layers[0].kernel) == 0) == 0  # the input is not changed
+    qat, qat_callbacks = recipe.prepare(model, {"quantize": {}})
+    assert any("Quantize" in type(l).__name__ for l in qat.layers)
+    assert any(isinstance(c, pruning.UpdatePruningStep) for c in qat_callbacks)
+
+
+def test_run_prune_quantize_export_writes_every_artifact(tmp_path, digits):
+    from tfcompress import examples
+
+    (x, y), (xv, yv), (xt, yt) = digits
+    r = {"prune": {"final_sparsity": 0.5, "epochs": 2},
+         "quantize": {"epochs": 1, "learning_rate": 3e-4},
+         "export": {"tflite": ["int8", "float"], "saved_model": True},
+         "train": {"learning_rate": 3e-3}, "report": {"latency_runs": 2}}
+    data = {"x": x[:192], "y": y[:192], "x_val": xv[:32], "y_val": yv[:32],
+            "x_test": xt[:64], "y_test": yt[:64]}
+    table = recipe.run(examples.digits_cnn(width=4), r, data, str(tmp_path))
+    for name in ("model.keras", "model_float.keras", "model_int8.tflite",
+                 "model_float.tflite", "report.md"):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "saved_model" / "saved_model.pb").is_file()
+    assert list(table.index)[1:] == ["model.keras", "model_float.keras", "model_int8.tflite",
+                                    "model_float.tflite", "saved_model"]
+    assert 0.4 < table.loc["model_float.tflite", "sparsity"] < 0.55
+    report = (tmp_path / "report.md").read_text()
+    assert "prune → quantize → export" in report and "| model_int8.tflite |" in report
+    with pytest.raises(FileExistsError, match="overwrite"):
+        recipe.run(examples.digits_cnn(width=4), r, data, str(tmp_path))
+
+
+def test_cli_run(tmp_path, rng):
+    model = _dense()
+    model.save(tmp_path / "m.keras")
+    x = rng.normal(size=(128, 8)).astype("float32")
+    np.savez(tmp_path / "d.npz", x=x, y=(x[:, 0] > 0).astype("int32"))
+    (tmp_path / "r.json").write_text(json.dumps(
+        {"prune": {"final_sparsity": 0.5, "epochs": 2}, "export": {"tflite": ["float"]},
+         "report": {"latency_runs": 2}}))
+    (tmp_path / "bad.json").write_text(json.dumps({"export": {"tflite": ["int4"]}}))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    script = (
+        "import sys\nfrom tfcompress import cli\n"
+        "args = sys.argv[1:]\n"
+        "bad = list(args); bad[1] = bad[1].replace('r.json', 'bad.json')\n"
+        "print('BAD', cli.main(bad))\n"
+        "print('OK', cli.main(args))\n")
+    out = subprocess.run(
+        [sys.executable, "-c", script, "run", str(tmp_path / "r.json"), "--model",
+         str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"), "--out",
+         str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert "OK 0" in out.stdout, out.stderr[-2000:]
+    assert "BAD 1" in out.stdout
+    error = [l for l in out.stderr.splitlines() if l.startswith("tfcompress run: error:")]
+    assert len(error) == 1 and "export.tflite" in error[0] and "Traceback" not in out.stderr
+    assert "| model_float.tflite |" in out.stdout
+    for name in ("model.keras", "model_float.tflite", "report.md"):
+        assert (tmp_path / "out" / name).is_file()
