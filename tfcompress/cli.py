@@ -50,6 +50,10 @@ def _parser():
         epilog="Run `tfcompress COMMAND --help` for a command's options and examples.")
     parser.add_argument("--debug", action="store_true", help="show the traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    unsafe = argparse.ArgumentParser(add_help=False)  # for commands that load models
+    unsafe.add_argument("--unsafe", action="store_true",
+                        help="allow loading models (and a recipe's teacher) with Python code "
+                             "in them (Lambda layers); only for files you trust")
 
     demo = sub.add_parser(
         "demo", parents=[common],
@@ -66,7 +70,7 @@ def _parser():
     demo.add_argument("--sparsity", type=float, default=0.8, help="final sparsity in [0, 1)")
 
     convert = sub.add_parser(
-        "convert", parents=[common], formatter_class=_RAW,
+        "convert", parents=[common, unsafe], formatter_class=_RAW,
         help="convert a .keras model to TFLite (five modes) or a SavedModel",
         description=_wrap("Convert a Keras model file to a TFLite flatbuffer or a "
                           "SavedModel (serving_default signature). Pruning wrappers are "
@@ -93,9 +97,6 @@ def _parser():
     convert.add_argument("--sparse", action="store_true",
                          help="encode pruned (mostly zero) weights sparsely (TFLite only)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    convert.add_argument("--unsafe", action="store_true",
-                         help="allow loading a model with Python code in it (Lambda layers); "
-                              "only for files you trust")
 
     inspect = sub.add_parser(
         "inspect", parents=[common], formatter_class=_RAW,
@@ -108,7 +109,7 @@ def _parser():
     inspect.add_argument("file", metavar="FILE.tflite", help="the TFLite flatbuffer")
 
     report = sub.add_parser(
-        "report", parents=[common], formatter_class=_RAW,
+        "report", parents=[common, unsafe], formatter_class=_RAW,
         help="compare models and artifacts: parameters, sparsity, bytes, latency, metric",
         description=_wrap("Measure each Keras model file, .tflite file or SavedModel "
                           "directory on the same labelled data and print one markdown "
@@ -127,12 +128,9 @@ def _parser():
                         help="which output the metric scores, for multi-output models")
     report.add_argument("--max-samples", type=int, metavar="N",
                         help="score at most N samples (default: all)")
-    report.add_argument("--unsafe", action="store_true",
-                        help="allow loading models with Python code in them (Lambda "
-                             "layers); only for files you trust")
 
     run = sub.add_parser(
-        "run", parents=[common], formatter_class=_RAW,
+        "run", parents=[common, unsafe], formatter_class=_RAW,
         help="run a recipe (prune, QAT, distil, export) and write artifacts + report",
         description=_wrap("Run a recipe file (JSON, or YAML with PyYAML installed) on a "
                           "Keras model: distil and/or prune, then quantization-aware "
@@ -149,9 +147,6 @@ def _parser():
     run.add_argument("--out", required=True, metavar="DIR", help="output directory")
     run.add_argument("--overwrite", action="store_true",
                      help="replace artifacts already in --out")
-    run.add_argument("--unsafe", action="store_true",
-                     help="allow loading models (and the teacher) with Python code in them "
-                          "(Lambda layers); only for files you trust")
     return parser
 
 
