@@ -38,3 +38,16 @@ def cnn(digits):
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, batch_size=32, epochs=3, verbose=0)
     return model
+
+
+@pytest.fixture(scope="module")
+def click():
+    """The click-through model trained 2 epochs on 6,000 synthetic logs (export tests)."""
+    from tfcompress import examples
+
+    features, clicks = examples.click_logs(n=6000)
+    keras.utils.set_random_seed(0)
+    model = examples.click_model()
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+    model.fit(features, clicks, batch_size=128, epochs=2, verbose=0)
+    return model, features, clicks

@@ -12,7 +12,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 import tfcompress as tfc
-from tfcompress import examples, export
+from tfcompress import export
 
 COMPUTE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -30,16 +30,6 @@ def eval_x(digits):
 def cnn_int8(cnn, digits):
     (x, _), _, _ = digits
     return export.to_tflite(cnn, mode="int8", representative_data=x)
-
-
-@pytest.fixture(scope="module")
-def click():
-    features, clicks = examples.click_logs(n=6000)
-    keras.utils.set_random_seed(0)
-    model = examples.click_model()
-    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
-    model.fit(features, clicks, batch_size=128, epochs=2, verbose=0)
-    return model, features, clicks
 
 
 def _compute_kinds(report):

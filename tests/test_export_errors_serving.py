@@ -13,19 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcompress import examples, export
+from tfcompress import export
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-@pytest.fixture(scope="module")
-def click():
-    features, clicks = examples.click_logs(n=3000)
-    keras.utils.set_random_seed(0)
-    model = examples.click_model()
-    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
-    model.fit(features, clicks, batch_size=128, epochs=1, verbose=0)
-    return model, features, clicks
 
 
 class Cholesky(keras.layers.Layer):
