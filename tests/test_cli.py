@@ -25,7 +25,9 @@ def test_demo_prints_the_table_and_writes_logs(tmp_path):
     assert (tmp_path / "saved_model" / "saved_model.pb").is_file()
     int8 = next(l for l in lines if l.startswith("| pruned + QAT"))
     assert float(int8.split("|")[5]) > 0.8  # int8 accuracy from LiteRT
-    assert any((tmp_path / "logs" / "pruning").iterdir())
+    logs = tmp_path / "logs"
+    for run in ("pruning", "distillation", "train", "qat/quantization", "qat/pruning"):
+        assert any((logs / run).iterdir()), run
     assert "tensorboard --logdir" in out.stdout
 
 

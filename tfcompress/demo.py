@@ -111,7 +111,8 @@ def run(out_dir="tfcompress_demo", epochs=15, prune_epochs=10, sparsity=0.8, see
         pruned, scheme=tfc.quantization.Default8BitPrunePreserveQuantizeScheme())
     qat.compile(keras.optimizers.Adam(3e-4), loss, metrics=["accuracy"])
     qat.fit(x, y, batch_size=32, epochs=qat_epochs, validation_data=(xv, yv), verbose=0,
-            callbacks=[tfc.pruning.UpdatePruningStep(), _Progress("qat", qat_epochs)])
+            callbacks=[tfc.pruning.UpdatePruningStep(), _Progress("qat", qat_epochs),
+                       tfc.CompressionSummaries(os.path.join(log_dir, "qat"))])
 
     print("4/5 stripping and measuring", flush=True)
     teacher.trainable = True  # the Distiller froze it; count its weights as parameters

@@ -12,6 +12,7 @@ Losses: `LogitsDistillation` (Hinton, classification), `BinaryDistillation`
 whole recipe (distil + prune in one fit, then strip).
 """
 
+from tfcompress.distillation import callbacks
 from tfcompress.distillation.base import DistillationLoss
 from tfcompress.distillation.binary import BinaryDistillation
 from tfcompress.distillation.distiller import Distiller
@@ -21,7 +22,7 @@ from tfcompress.distillation.pipeline import distill_and_prune
 from tfcompress.distillation.ranking import ListwiseDistillation, PairwiseDistillation
 
 __all__ = [
-    "BinaryDistillation", "DistillationLoss", "Distiller", "FeatureDistillation",
+    "BinaryDistillation", "DistillationLoss", "callbacks", "Distiller", "FeatureDistillation",
     "ListwiseDistillation", "LogitsDistillation", "PairwiseDistillation",
     "distill_and_prune",
 ]

@@ -34,8 +34,9 @@ def distill_and_prune(teacher, student, x, y, loss, pruning_schedule=None, spars
         epochs, batch_size, optimizer, metrics, validation_data, verbose:
             passed to `compile`/`fit` (optimizer default `Adam(1e-3)`).
         callbacks: extra callbacks (`self.model` in them is the Distiller).
-        log_dir: if set, `PruningSummaries(log_dir)` logs the loss components
-            and the sparsity to TensorBoard.
+        log_dir: if set, `tfcompress.CompressionSummaries(log_dir)` logs the
+            loss components, the sparsity and (with `quantize`) the QAT
+            ranges to TensorBoard.
         quantize: False (default) trains in float. True adds
             quantization-aware training in the same fit
             (`tfcompress.quantization.quantize_model` with
@@ -83,7 +84,9 @@ def distill_and_prune(teacher, student, x, y, loss, pruning_schedule=None, spars
         pruned, qat_callbacks = quantize(pruned)
         step_callbacks += list(qat_callbacks)
     if log_dir is not None:
-        step_callbacks.append(pruning.PruningSummaries(log_dir=log_dir))
+        from tfcompress.summaries import CompressionSummaries  # imports every technique
+
+        step_callbacks.append(CompressionSummaries(log_dir=log_dir))
     distiller = Distiller(teacher, pruned, LogitsDistillation(temperature),
                           student_loss_weight=student_loss_weight)
     distiller.compile(optimizer or keras.optimizers.Adam(1e-3), loss, metrics=list(metrics))

@@ -1,12 +1,9 @@
 """Callbacks that drive pruning inside `fit` and log it to TensorBoard."""
 
-import os
-
-import keras
 import numpy as np
-import tensorflow as tf
 
 from tfcompress.core import steps
+from tfcompress.core.summaries import Section, Summaries
 from tfcompress.pruning.wrapper import PruneLowMagnitude
 
 
@@ -67,14 +64,52 @@ def sparsity_logs(model):
     return logs
 
 
-class PruningSummaries(keras.callbacks.TensorBoard):
+def pruning_section(model, histograms=False):
+    """The pruning part of TensorBoard summaries, or None without pruning.
+
+    Scalars are `sparsity_logs(model)` (`pruning_step` logged as `step`);
+    histograms, when asked for, hold each pruned weight's kept (non-zero mask)
+    values as `kept/<wrapper>/<weight>`; the charts draw every mask's
+    sparsity as one multi-line chart, beside the global sparsity.
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+    model = tfc.pruning.prune_low_magnitude(
+        keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    sorted(tfc.pruning.callbacks.pruning_section(model).charts)
+    # ['global sparsity', 'sparsity per layer']
+    ```
+    """
+    wrappers = [w for w in steps.find(model, PruneLowMagnitude) if w.built]
+    if not wrappers:
+        return None
+    scalars = {("step" if tag == "pruning_step" else tag): value
+               for tag, value in sparsity_logs(model).items()}
+    kept = {}
+    for wrapper in wrappers if histograms else ():
+        for weight, mask in zip(wrapper._targets, wrapper.masks):
+            kept[f"kept/{wrapper.name}/{weight.name}"] = np.asarray(weight)[np.asarray(mask) != 0]
+    charts = {"sparsity per layer": [r"pruning/.*_mask$"],
+              "global sparsity": [r"pruning/global_sparsity$"]}
+    return Section(scalars, kept, charts)
+
+
+class PruningSummaries(Summaries):
     """TensorBoard callback that also logs per-layer and global sparsity.
 
     Everything `keras.callbacks.TensorBoard` logs, plus, under
     `<log_dir>/pruning`, the scalars `pruning/<wrapper>/<mask>` (sparsity of
     each mask), `pruning/global_sparsity` and `pruning/step`, at each epoch's
     begin and end and, when `update_freq` is an int, every `update_freq`
-    training steps. The x axis is the optimizer's step count.
+    training steps. The x axis is the optimizer's step count. At each epoch's
+    end it also writes histograms of the kept weights,
+    `pruning/kept/<wrapper>/<weight>` (`histograms=False` turns them off).
+    TensorBoard's custom scalars dashboard draws every layer's sparsity as
+    one multi-line chart. `tfcompress.CompressionSummaries` logs pruning,
+    QAT ranges and distillation losses together.
 
     Example:
 
@@ -91,50 +126,4 @@ class PruningSummaries(keras.callbacks.TensorBoard):
     ```
     """
 
-    def __init__(self, log_dir, update_freq="epoch", **kwargs):
-        if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
-            raise ValueError(f"log_dir must be a non-empty path, got {log_dir!r}.")
-        super().__init__(log_dir=str(log_dir), update_freq=update_freq, **kwargs)
-        self._pruning_writer = None
-        self._last_logged = None
-
-    def _write(self):
-        logs = sparsity_logs(self.model)
-        optimizer = getattr(self.model, "optimizer", None)
-        step = int(np.asarray(optimizer.iterations)) if optimizer is not None else int(
-            logs["pruning_step"])
-        if step == self._last_logged:
-            return
-        self._last_logged = step
-        if self._pruning_writer is None:
-            self._pruning_writer = tf.summary.create_file_writer(
-                os.path.join(self.log_dir, "pruning"))
-        with self._pruning_writer.as_default():
-            for tag, value in logs.items():
-                name = "step" if tag == "pruning_step" else tag
-                tf.summary.scalar(f"pruning/{name}", value, step=step)
-        self._pruning_writer.flush()
-
-    def on_epoch_begin(self, epoch=None, logs=None):
-        if logs is not None or getattr(self, "_train_step", None) is not None:
-            super().on_epoch_begin(epoch, logs)
-        self._write()
-
-    def on_train_batch_end(self, batch, logs=None):
-        super().on_train_batch_end(batch, logs)
-        if isinstance(self.update_freq, int) and self.update_freq > 0:
-            step = int(np.asarray(self.model.optimizer.iterations))
-            last = self._last_logged or 0
-            if step // self.update_freq > last // self.update_freq:
-                self._write()
-
-    def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        self._write()
-
-    def on_train_end(self, logs=None):
-        super().on_train_end(logs)
-        self._write()
-        if self._pruning_writer is not None:
-            self._pruning_writer.close()
-            self._pruning_writer = None
+    sections = {"pruning": pruning_section}

@@ -14,6 +14,7 @@ from tfcompress.quantization.api import (
     quantize_model,
     quantize_scope,
 )
+from tfcompress.quantization.callbacks import QuantizationSummaries
 from tfcompress.quantization.config import Default8BitQuantizeConfig, QuantizeConfig
 from tfcompress.quantization.quantizers import (
     AllValuesQuantizer,
@@ -28,6 +29,6 @@ __all__ = [
     "AllValuesQuantizer", "Default8BitPrunePreserveQuantizeScheme", "Default8BitQuantizeConfig",
     "Default8BitQuantizeScheme", "DepthwiseWeightsQuantizer", "LastValueQuantizer",
     "MovingAverageQuantizer", "QuantizeAnnotate", "QuantizeConfig", "QuantizeLayer",
-    "QuantizeWrapper", "Quantizer", "quantize_annotate_layer", "quantize_annotate_model",
+    "QuantizationSummaries", "QuantizeWrapper", "Quantizer", "quantize_annotate_layer", "quantize_annotate_model",
     "quantize_apply", "quantize_model", "quantize_scope",
 ]
