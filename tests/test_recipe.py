@@ -29,6 +29,12 @@ def _dense():
     ({"train": {"loss": "no_such_loss"}}, ["train.loss"]),
     ({"quantize": {"preserve_sparsity": "yes"}}, ["quantize.preserve_sparsity", "true"]),
     ({"distill": {"temperature": 2.0}}, ["distill.teacher", "required"]),
+    ({"distill": {"teacher": "t.keras", "loss": "kl"}}, ["distill.loss", "logits", "binary",
+                                                         "listwise", "pairwise"]),
+    ({"distill": {"teacher": "t.keras", "loss": "pairwise", "temperature": 2.0}},
+     ["distill.temperature", "pairwise"]),
+    ({"distill": {"teacher": "t.keras", "student_loss_weight": 2}},
+     ["distill.student_loss_weight", "[0, 1]"]),
 ])
 def test_invalid_recipes_name_the_key_and_the_allowed_values(bad, names):
     with pytest.raises(ValueError) as error:
@@ -69,6 +75,16 @@ def test_schedule_choice_and_end_step_needed_by_prepare():
     assert isinstance(decay, pruning.PolynomialDecay) and decay.frequency == 10
     with pytest.raises(ValueError, match="prune.end_step"):
         recipe.prepare(_dense(), {"prune": {"final_sparsity": 0.5}})
+
+
+@pytest.mark.parametrize("name, from_logits", [
+    ("sparse_categorical_crossentropy", True), ("binary_crossentropy", False),
+    ("categorical_crossentropy", True)])
+def test_compile_kwargs_loss_takes_from_logits(name, from_logits):
+    kwargs = recipe.compile_kwargs({"train": {"loss": name, "from_logits": from_logits,
+                                              "learning_rate": 0.01}})
+    assert kwargs["loss"].get_config()["from_logits"] is from_logits
+    assert np.isclose(float(kwargs["optimizer"].learning_rate), 0.01)
 
 
 def test_prepare_returns_a_pruning_model_and_callbacks_that_prune(rng):
@@ -142,3 +158,52 @@ def test_cli_run(tmp_path, rng):
     assert "| model_float.tflite |" in out.stdout
     for name in ("model.keras", "model_float.tflite", "report.md"):
         assert (tmp_path / "out" / name).is_file()
+
+
+def test_run_distils_into_the_pruned_student_from_a_recipe_file(tmp_path, digits, cnn):
+    """The teacher path is relative to the recipe file; distillation and pruning share one fit."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tfcompress import examples
+
+    (x, y), _, (xt, yt) = digits
+    (tmp_path / "recipes").mkdir()
+    cnn.save(tmp_path / "recipes" / "teacher.keras")
+    (tmp_path / "recipes" / "r.json").write_text(json.dumps({
+        "distill": {"teacher": "teacher.keras", "temperature": 4.0, "student_loss_weight": 0.3},
+        "prune": {"final_sparsity": 0.6, "epochs": 2},
+        "train": {"learning_rate": 3e-3}, "report": {"latency_runs": 2}}))
+    keras.utils.set_random_seed(0)
+    table = recipe.run(examples.digits_cnn(width=8), str(tmp_path / "recipes" / "r.json"),
+                       {"x": x, "y": y, "x_test": xt, "y_test": yt}, str(tmp_path / "out"))
+    assert 0.55 < table.loc["model.keras", "sparsity"] < 0.65
+    assert table.loc["model.keras", "accuracy"] > 0.8
+    assert "distill → prune → export" in (tmp_path / "out" / "report.md").read_text()
+    acc = EventAccumulator(str(tmp_path / "out" / "logs" / "train" / "train"))
+    acc.Reload()
+    tags = acc.Tags()["tensors"]
+    for component in ("epoch_student_loss", "epoch_distillation_loss", "epoch_total_loss"):
+        assert component in tags, tags
+    distillation = [float(np.asarray(__import__("tensorflow").make_ndarray(e.tensor_proto)))
+                    for e in acc.Tensors("epoch_distillation_loss")]
+    assert len(distillation) == 2 and distillation[-1] > 0
+    assert (tmp_path / "out" / "logs" / "train" / "pruning").is_dir()
+
+
+def test_prepare_distils_a_click_model_with_binary_distillation(click):
+    from tfcompress import distillation, examples
+
+    teacher, features, clicks = click
+    r = {"distill": {"teacher": teacher, "loss": "binary", "student_loss_weight": 0.2},
+         "train": {"loss": "binary_crossentropy", "from_logits": False, "metrics": ["auc"],
+                   "learning_rate": 1e-2}}
+    distiller, callbacks = recipe.prepare(examples.click_model(dim=4), r)
+    assert callbacks == []
+    assert isinstance(distiller, distillation.Distiller) and distiller.teacher is teacher
+    (loss,) = distiller.distillation_losses
+    assert isinstance(loss, distillation.BinaryDistillation)
+    assert loss.get_config()["from_logits"] is False and loss.get_config()["temperature"] == 1.0
+    distiller.compile(**recipe.compile_kwargs(r))
+    history = distiller.fit(features, clicks, batch_size=256, epochs=1, verbose=0)
+    assert history.history["distillation_loss"][-1] > 0
+    with pytest.raises(FileNotFoundError, match="distill.teacher"):
+        recipe.prepare(examples.click_model(), {"distill": {"teacher": "missing.keras"}})

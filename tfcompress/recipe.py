@@ -9,7 +9,7 @@ recipe = {
               "end_step": None, "frequency": None, "power": 3,
               "block_size": [1, 1], "m_by_n": None, "epochs": 5},
     "quantize": {"preserve_sparsity": True, "epochs": 2, "learning_rate": None},
-    "distill": {"teacher": "teacher.keras", "temperature": 4.0,
+    "distill": {"teacher": "teacher.keras", "loss": "logits", "temperature": 4.0,
                 "student_loss_weight": 0.3, "epochs": 5},
     "export": {"tflite": ["int8", "float"], "saved_model": True},
     "train": {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32,
@@ -43,8 +43,15 @@ _AUTO = None
 
 TFLITE_MODES = ("float", "dynamic", "float16", "int8", "int16x8")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
-_FROM_LOGITS_LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy",
-                       "binary_crossentropy")
+# distill.loss -> (tfcompress.distillation class name, takes a temperature, takes from_logits)
+DISTILL_LOSSES = {"logits": ("LogitsDistillation", True, True),
+                  "binary": ("BinaryDistillation", True, True),
+                  "listwise": ("ListwiseDistillation", True, False),
+                  "pairwise": ("PairwiseDistillation", False, False)}
+# losses that take `train.from_logits`, by the Keras class that takes it
+_FROM_LOGITS_LOSSES = {"sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
+                       "categorical_crossentropy": "CategoricalCrossentropy",
+                       "binary_crossentropy": "BinaryCrossentropy"}
 
 # section -> key -> default (None: chosen for you, see the docs of each key)
 SCHEMA = {
@@ -53,8 +60,8 @@ SCHEMA = {
               "m_by_n": None, "epochs": 1},
     "quantize": {"preserve_sparsity": True, "epochs": 1, "learning_rate": None,
                  "full_integer": False},
-    "distill": {"teacher": _REQUIRED, "temperature": 4.0, "student_loss_weight": 0.5,
-                "epochs": 1},
+    "distill": {"teacher": _REQUIRED, "loss": "logits", "temperature": None,
+                "student_loss_weight": 0.5, "epochs": 1},
     "export": {"tflite": [], "saved_model": False, "sparse": False},
     "train": {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32,
               "loss": "sparse_categorical_crossentropy", "from_logits": True,
@@ -244,7 +251,13 @@ def _check_distill(s):
     teacher = s["teacher"]
     if not isinstance(teacher, (str, os.PathLike, keras.Model)):
         _fail("distill", "teacher", teacher, "a .keras file path or a keras.Model")
-    _number("distill", "temperature", s["temperature"], low=0, text="a number > 0")
+    if s["loss"] not in DISTILL_LOSSES:
+        _fail("distill", "loss", s["loss"], f"one of {list(DISTILL_LOSSES)}")
+    _number("distill", "temperature", s["temperature"], low=0, optional=True,
+            text="a number > 0, or null for the loss's own default")
+    if s["loss"] == "pairwise" and s["temperature"] is not None:
+        _fail("distill", "temperature", s["temperature"],
+              "null with loss 'pairwise' (a RankNet loss has no temperature)")
     value = s["student_loss_weight"]
     if (not isinstance(value, (int, float)) or isinstance(value, bool)
             or not 0 <= value <= 1):
@@ -389,9 +402,14 @@ def _distiller(teacher, student, r):
     from tfcompress import distillation
 
     d = r["distill"]
-    return distillation.Distiller(
-        teacher, student, distillation.LogitsDistillation(temperature=d["temperature"]),
-        student_loss_weight=d["student_loss_weight"])
+    name, takes_temperature, takes_from_logits = DISTILL_LOSSES[d["loss"]]
+    kwargs = {}
+    if takes_temperature and d["temperature"] is not None:
+        kwargs["temperature"] = d["temperature"]
+    if takes_from_logits:
+        kwargs["from_logits"] = r["train"]["from_logits"]
+    return distillation.Distiller(teacher, student, getattr(distillation, name)(**kwargs),
+                                  student_loss_weight=d["student_loss_weight"])
 
 
 def prepare(model, recipe, *, safe_mode=True):
@@ -459,8 +477,8 @@ def compile_kwargs(recipe, learning_rate=None):
         "learning_rate": learning_rate or t["learning_rate"]}})
     loss = t["loss"]
     if loss in _FROM_LOGITS_LOSSES:
-        loss = keras.losses.get({"class_name": loss, "config": {
-            "from_logits": t["from_logits"]}})
+        # by class: `losses.get` of the function name would drop from_logits
+        loss = getattr(keras.losses, _FROM_LOGITS_LOSSES[loss])(from_logits=t["from_logits"])
     return {"optimizer": optimizer, "loss": loss, "metrics": list(t["metrics"])}
 
 
@@ -497,7 +515,9 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
        from the QAT model and the float exports (float, dynamic, float16,
        int16x8, SavedModel) from the pruned model before QAT, which is also
        saved as `model_float.keras`.
-    Finally `report.md`: `tfcompress.report.compare` over the input model and
+    Each training stage logs to TensorBoard under `out_dir/logs/train` and
+    `out_dir/logs/qat` (`tfcompress.CompressionSummaries`: sparsity, QAT
+    ranges, distillation losses). Finally `report.md`: `tfcompress.report.compare` over the input model and
     every artifact, on `x_test, y_test` (else `x_val, y_val`, else `x, y`).
 
     Args:
@@ -530,8 +550,8 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
     data = _split(data)
     x, y = data["x"], data["y"]
     t = r["train"]
-    names = ["model.keras", "model_float.keras", "report.md"] + [f"model_{m}.tflite" for m in r.get(
-        "export", {}).get("tflite", [])]
+    names = ["model.keras", "model_float.keras", "report.md", "logs"] + [
+        f"model_{m}.tflite" for m in r.get("export", {}).get("tflite", [])]
     if r.get("export", {}).get("saved_model"):
         names.append("saved_model")
     os.makedirs(out_dir, exist_ok=True)
@@ -540,6 +560,7 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
         if taken:
             raise FileExistsError(f"'{out_dir}' already holds {', '.join(taken)}; pass "
                                   "overwrite=True (--overwrite) to replace them.")
+    _replace(os.path.join(out_dir, "logs"))
     validation = (data["x_val"], data["y_val"]) if "x_val" in data else None
     fit = dict(batch_size=t["batch_size"], validation_data=validation, verbose=t["verbose"])
     steps_per_epoch = math.ceil(len(x) / t["batch_size"])
@@ -554,12 +575,13 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
         if "distill" in r:
             trainee = _distiller(_teacher(r["distill"], safe_mode), current, r)
         trainee.compile(**compile_kwargs(r))
-        trainee.fit(x, y, epochs=epochs, callbacks=callbacks, **fit)
+        trainee.fit(x, y, epochs=epochs, callbacks=callbacks + [_summaries(out_dir, "train")], **fit)
     float_model = pruning.strip_pruning(current) if current is not model else model
     if "quantize" in r:
         current, callbacks = _quantize(current, r)
         current.compile(**compile_kwargs(r, r["quantize"]["learning_rate"]))
-        current.fit(x, y, epochs=r["quantize"]["epochs"], callbacks=callbacks, **fit)
+        current.fit(x, y, epochs=r["quantize"]["epochs"],
+                    callbacks=callbacks + [_summaries(out_dir, "qat")], **fit)
     final = pruning.strip_pruning(current) if "quantize" in r else float_model
 
     artifacts = {}
@@ -604,6 +626,11 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
         handle.write(text)
     return table
 
+
+def _summaries(out_dir, stage):
+    from tfcompress.summaries import CompressionSummaries
+
+    return CompressionSummaries(os.path.join(out_dir, "logs", stage))
 
 
 def _replace(path):
