@@ -1,0 +1,281 @@
+"""The recipe format: sections, keys, defaults and allowed values; `load` and `validate`."""
+
+import copy
+import json
+import os
+
+_REQUIRED = object()
+
+TFLITE_MODES = ("float", "dynamic", "float16", "int8", "int16x8")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
+# distill.loss -> (tfcompress.distillation class name, takes a temperature, takes from_logits)
+DISTILL_LOSSES = {"logits": ("LogitsDistillation", True, True),
+                  "binary": ("BinaryDistillation", True, True),
+                  "listwise": ("ListwiseDistillation", True, False),
+                  "pairwise": ("PairwiseDistillation", False, False)}
+# losses that take `train.from_logits`, by the Keras class that takes it
+_FROM_LOGITS_LOSSES = {"sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
+                       "categorical_crossentropy": "CategoricalCrossentropy",
+                       "binary_crossentropy": "BinaryCrossentropy"}
+
+# section -> key -> default (None: chosen for you, see the docs of each key)
+SCHEMA = {
+    "prune": {"final_sparsity": _REQUIRED, "initial_sparsity": 0.0, "begin_step": 0,
+              "end_step": None, "frequency": None, "power": 3, "block_size": [1, 1],
+              "m_by_n": None, "epochs": 1},
+    "quantize": {"preserve_sparsity": True, "epochs": 1, "learning_rate": None,
+                 "full_integer": False},
+    "distill": {"teacher": _REQUIRED, "loss": "logits", "temperature": None,
+                "student_loss_weight": 0.5, "epochs": 1},
+    "export": {"tflite": [], "saved_model": False, "sparse": False},
+    "train": {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32,
+              "loss": "sparse_categorical_crossentropy", "from_logits": True,
+              "metrics": ["accuracy"], "verbose": 0},
+    "report": {"metric": "accuracy", "max_samples": None, "latency_runs": 20},
+}
+
+
+# -- loading and validation ------------------------------------------------------
+
+def load(recipe):
+    """Reads and validates a recipe: a dict, or a path to a `.json` / `.yaml` / `.yml` file.
+
+    A relative `distill.teacher` path in a file is resolved against the
+    file's folder. YAML needs PyYAML (`pip install pyyaml`); JSON always works.
+
+    Returns:
+        The validated recipe with all defaults filled in (a new dict).
+
+    Example:
+
+    ```python
+    import json
+    from tfcompress import recipe
+    with open("/tmp/recipe.json", "w") as f:
+        json.dump({"prune": {"final_sparsity": 0.5}}, f)
+    r = recipe.load("/tmp/recipe.json")
+    assert r["prune"]["final_sparsity"] == 0.5 and r["train"]["batch_size"] == 32
+    ```
+    """
+    if isinstance(recipe, dict):
+        return validate(recipe)
+    path = os.fspath(recipe)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No recipe file at '{path}'.")
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    if path.lower().endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise ImportError(
+                f"'{path}' is YAML, which needs PyYAML: `pip install pyyaml`, or write the "
+                "recipe as JSON (.json).") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"'{path}' is not valid YAML: {error}") from None
+    else:
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"'{path}' is not valid JSON: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"'{path}' must hold a mapping of sections "
+                         f"({', '.join(SCHEMA)}), got {type(loaded).__name__}.")
+    result = validate(loaded)
+    teacher = result.get("distill", {}).get("teacher")
+    if isinstance(teacher, str) and not os.path.isabs(teacher):
+        beside = os.path.join(os.path.dirname(os.path.abspath(path)), teacher)
+        if os.path.exists(beside):
+            result["distill"]["teacher"] = beside
+    return result
+
+
+def validate(recipe):
+    """Checks a recipe dict and returns a copy with every default filled in.
+
+    Raises:
+        ValueError: an unknown section or key (the message names it and lists
+            the allowed ones), a missing required key, or a bad value (named
+            as `section.key`, with the allowed values).
+
+    Example:
+
+    ```python
+    from tfcompress import recipe
+    try:
+        recipe.validate({"prune": {"final_sparsity": 0.8, "sparsity": 0.5}})
+    except ValueError as error:
+        assert "prune.sparsity" in str(error) and "final_sparsity" in str(error)
+    ```
+    """
+    if not isinstance(recipe, dict):
+        raise ValueError(f"A recipe is a dict of sections ({', '.join(SCHEMA)}), "
+                         f"got {type(recipe).__name__}.")
+    result = {}
+    for section, values in recipe.items():
+        if section not in SCHEMA:
+            raise ValueError(f"Unknown recipe section '{section}'; allowed sections: "
+                             f"{', '.join(SCHEMA)}.")
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ValueError(f"Recipe section '{section}' must be a dict of settings "
+                             f"(keys: {', '.join(SCHEMA[section])}), got {values!r}.")
+        filled = {}
+        for key, value in values.items():
+            if key not in SCHEMA[section]:
+                raise ValueError(f"Unknown key '{section}.{key}'; allowed keys in "
+                                 f"'{section}': {', '.join(SCHEMA[section])}.")
+            filled[key] = value
+        for key, default in SCHEMA[section].items():
+            if key not in filled:
+                if default is _REQUIRED:
+                    raise ValueError(f"'{section}.{key}' is required in a '{section}' "
+                                     "section.")
+                filled[key] = copy.deepcopy(default)
+        result[section] = filled
+    for section in result:
+        _CHECKS[section](result[section])
+    result.setdefault("train", copy.deepcopy(SCHEMA["train"]))
+    result.setdefault("report", copy.deepcopy(SCHEMA["report"]))
+    return result
+
+
+def _fail(section, key, value, allowed):
+    raise ValueError(f"'{section}.{key}' must be {allowed}, got {value!r}.")
+
+
+def _int(section, key, value, minimum=0, optional=False):
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        _fail(section, key, value, f"an int >= {minimum}" + (" or null" if optional else ""))
+
+
+def _number(section, key, value, low=None, high=None, optional=False, text=None):
+    if optional and value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and low is not None and not value > low:
+        ok = False
+    if ok and high is not None and not value <= high:
+        ok = False
+    if not ok:
+        _fail(section, key, value, text or "a number")
+
+
+def _bool(section, key, value):
+    if not isinstance(value, bool):
+        _fail(section, key, value, "true or false")
+
+
+def _check_prune(s):
+    from tfcompress.pruning import schedule
+
+    for key in ("final_sparsity", "initial_sparsity"):
+        try:
+            schedule._check_sparsity(key, s[key])
+        except ValueError as error:
+            raise ValueError(f"'prune.{key}': {error}") from None
+    _int("prune", "begin_step", s["begin_step"])
+    _int("prune", "end_step", s["end_step"], minimum=s["begin_step"] + 1, optional=True)
+    _int("prune", "frequency", s["frequency"], minimum=1, optional=True)
+    _number("prune", "power", s["power"], low=0, text="a number > 0")
+    _int("prune", "epochs", s["epochs"], minimum=1)
+    block = s["block_size"]
+    if (not isinstance(block, (list, tuple)) or len(block) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                       for v in block)):
+        _fail("prune", "block_size", block, "a pair of ints >= 1, e.g. [1, 1] or [4, 4]")
+    m_by_n = s["m_by_n"]
+    if m_by_n is not None and (
+            not isinstance(m_by_n, (list, tuple)) or len(m_by_n) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in m_by_n)
+            or not 0 < m_by_n[0] < m_by_n[1]):
+        _fail("prune", "m_by_n", m_by_n, "null or a pair [m, n] with 0 < m < n, e.g. [2, 4]")
+    if m_by_n is not None and list(block) != [1, 1]:
+        raise ValueError("'prune.m_by_n' and 'prune.block_size' cannot be combined; keep "
+                         "block_size [1, 1] with m_by_n.")
+    s["block_size"] = list(block)
+    s["m_by_n"] = None if m_by_n is None else list(m_by_n)
+
+
+def _check_quantize(s):
+    _bool("quantize", "preserve_sparsity", s["preserve_sparsity"])
+    _bool("quantize", "full_integer", s["full_integer"])
+    _int("quantize", "epochs", s["epochs"], minimum=1)
+    _number("quantize", "learning_rate", s["learning_rate"], low=0, optional=True,
+            text="a number > 0 or null (use train.learning_rate)")
+
+
+def _check_distill(s):
+    import keras
+
+    teacher = s["teacher"]
+    if not isinstance(teacher, (str, os.PathLike, keras.Model)):
+        _fail("distill", "teacher", teacher, "a .keras file path or a keras.Model")
+    if s["loss"] not in DISTILL_LOSSES:
+        _fail("distill", "loss", s["loss"], f"one of {list(DISTILL_LOSSES)}")
+    _number("distill", "temperature", s["temperature"], low=0, optional=True,
+            text="a number > 0, or null for the loss's own default")
+    if s["loss"] == "pairwise" and s["temperature"] is not None:
+        _fail("distill", "temperature", s["temperature"],
+              "null with loss 'pairwise' (a RankNet loss has no temperature)")
+    value = s["student_loss_weight"]
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not 0 <= value <= 1):
+        _fail("distill", "student_loss_weight", value, "a number in [0, 1]")
+    _int("distill", "epochs", s["epochs"], minimum=1)
+
+
+def _check_export(s):
+    modes = s["tflite"]
+    if isinstance(modes, str):
+        modes = [modes]
+    if not isinstance(modes, (list, tuple)):
+        _fail("export", "tflite", modes, f"a list of TFLite modes from {list(TFLITE_MODES)}")
+    for mode in modes:
+        if mode not in TFLITE_MODES:
+            raise ValueError(f"'export.tflite' has unknown mode {mode!r}; allowed modes: "
+                             f"{', '.join(TFLITE_MODES)}.")
+    if len(set(modes)) != len(modes):
+        raise ValueError(f"'export.tflite' lists a mode twice: {list(modes)}.")
+    s["tflite"] = list(modes)
+    _bool("export", "saved_model", s["saved_model"])
+    _bool("export", "sparse", s["sparse"])
+
+
+def _check_train(s):
+    if s["optimizer"] not in OPTIMIZERS:
+        _fail("train", "optimizer", s["optimizer"], f"one of {', '.join(OPTIMIZERS)}")
+    _number("train", "learning_rate", s["learning_rate"], low=0, text="a number > 0")
+    _int("train", "batch_size", s["batch_size"], minimum=1)
+    _int("train", "verbose", s["verbose"], minimum=0)
+    _bool("train", "from_logits", s["from_logits"])
+    import keras
+
+    if not isinstance(s["loss"], str):
+        _fail("train", "loss", s["loss"], "a Keras loss name, e.g. "
+              "'sparse_categorical_crossentropy' or 'mse'")
+    try:
+        keras.losses.get(s["loss"])
+    except (ValueError, TypeError):
+        _fail("train", "loss", s["loss"], "a Keras loss name, e.g. "
+              "'sparse_categorical_crossentropy', 'binary_crossentropy' or 'mse'")
+    metrics = s["metrics"]
+    if not isinstance(metrics, (list, tuple)) or not all(isinstance(m, str) for m in metrics):
+        _fail("train", "metrics", metrics, "a list of Keras metric names, e.g. ['accuracy']")
+    s["metrics"] = list(metrics)
+
+
+def _check_report(s):
+    if not isinstance(s["metric"], str):
+        _fail("report", "metric", s["metric"], "'accuracy', 'auc' or a Keras metric name")
+    _int("report", "max_samples", s["max_samples"], minimum=1, optional=True)
+    _int("report", "latency_runs", s["latency_runs"], minimum=1)
+
+
+_CHECKS = {"prune": _check_prune, "quantize": _check_quantize, "distill": _check_distill,
+           "export": _check_export, "train": _check_train, "report": _check_report}
