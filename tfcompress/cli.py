@@ -244,10 +244,9 @@ def _inspect(args):
         raise CommandError(
             f"'{args.file}' is a directory; inspect reads .tflite files (for a "
             f"SavedModel, run `saved_model_cli show --all --dir {args.file}`).")
-    with open(args.file, "rb") as handle:
-        flat = handle.read()
-    if flat[4:8] != b"TFL3":
-        raise CommandError(f"'{args.file}' is not a TFLite flatbuffer (no TFL3 identifier).")
+    from tfcompress.export.artifact import open_artifact
+
+    _, _, flat = open_artifact(args.file, "inspect reads a .tflite file")
     print(inspect_text(flat, args.file))
 
 

@@ -44,6 +44,7 @@ import pandas as pd
 
 from tfcompress.export import census, signature
 from tfcompress.export import data as data_lib
+from tfcompress.export.artifact import open_artifact
 from tfcompress.export.verify import (
     _accuracy, _directory_size, _keras_outputs, _median_ms, _SavedModel, _TFLite,
 )
@@ -52,7 +53,6 @@ COLUMNS = (
     "parameters", "non-zero parameters", "sparsity", "bytes", "gzip bytes",
     "TFLite bytes", "latency ms (batch 1)",
 )
-KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 # Variables tfcompress adds next to a layer's own weights (SavedModel rows,
 # where only the variable names are left to go by).
 WRAPPER_VARIABLE_SUFFIXES = ("_mask", "_min", "_max", "_seen", "pruning_step", "step_offset")
@@ -246,27 +246,13 @@ def to_markdown(frame, float_digits=4):
 def _measure(model, data, safe_mode, max_samples, latency_runs, num_threads):
     if isinstance(model, keras.Model):
         return _keras_row(model, None, data, max_samples, latency_runs)
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        return _tflite_row(bytes(model), data, max_samples, latency_runs, num_threads)
-    if not isinstance(model, (str, os.PathLike)):
-        raise TypeError(
-            "each model must be a keras.Model, a .keras/.h5 file, a .tflite file "
-            f"or its bytes, or a SavedModel directory; got {type(model).__name__}."
-        )
-    path = os.fspath(model)
-    if os.path.isdir(path):
-        return _saved_model_row(path, data, max_samples, latency_runs)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No file or directory at '{path}'.")
-    if path.lower().endswith(KERAS_SUFFIXES):
+    kind, path, payload = open_artifact(
+        model, "each model must be a keras.Model, a .keras/.h5 file, a .tflite file or its "
+        "bytes, or a SavedModel directory", keras_files=True)
+    if kind == "keras":
         return _keras_row(load_model(path, safe_mode), path, data, max_samples, latency_runs)
-    with open(path, "rb") as handle:
-        payload = handle.read()
-    if payload[4:8] != b"TFL3":
-        raise ValueError(
-            f"'{path}' is neither a Keras model ({', '.join(KERAS_SUFFIXES)}) nor a "
-            "TFLite flatbuffer (no TFL3 identifier) nor a SavedModel directory."
-        )
+    if kind == "saved_model":
+        return _saved_model_row(path, data, max_samples, latency_runs)
     return _tflite_row(payload, data, max_samples, latency_runs, num_threads)
 
 
@@ -297,8 +283,6 @@ def _tflite_row(flatbuffer, data, max_samples, latency_runs, num_threads):
 def _saved_model_row(path, data, max_samples, latency_runs):
     import tensorflow as tf
 
-    if not os.path.exists(os.path.join(path, "saved_model.pb")):
-        raise ValueError(f"'{path}' is a directory but not a SavedModel (no saved_model.pb).")
     serving = tf.saved_model.load(path).signatures.get("serving_default")
     if serving is None:
         raise ValueError(

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tfcompress.export import census, signature
 from tfcompress.export import data as data_lib
+from tfcompress.export.artifact import open_artifact
 
 _BATCH = 256
 _KIND_TITLES = {
@@ -170,7 +171,9 @@ def verify(artifact, keras_model, data, *, max_samples=None, num_threads=1, late
     assert "FULLY_CONNECTED" in report.int8_ops
     ```
     """
-    fmt, label, payload = _open(artifact)
+    fmt, label, payload = open_artifact(
+        artifact, "verify() takes the flatbuffer bytes from to_tflite, a .tflite file path, "
+        "or a SavedModel directory")
     # The exported names are those of the stripped model (a pruning wrapper
     # renames its layer); its outputs are the wrapped model's, exactly.
     keras_model = signature.prepare(keras_model)
@@ -217,28 +220,6 @@ def verify(artifact, keras_model, data, *, max_samples=None, num_threads=1, late
         report.keras_accuracy = _accuracy(reference[first], labels)
         report.artifact_accuracy = _accuracy(got[mapping[first]], labels)
     return report
-
-
-def _open(artifact):
-    if isinstance(artifact, (bytes, bytearray, memoryview)):
-        return "tflite", "<flatbuffer>", bytes(artifact)
-    if not isinstance(artifact, (str, os.PathLike)):
-        raise TypeError(
-            "verify() takes the flatbuffer bytes from to_tflite, a .tflite file "
-            f"path, or a SavedModel directory; got {type(artifact).__name__}."
-        )
-    path = os.fspath(artifact)
-    if os.path.isdir(path):
-        if not os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise ValueError(f"'{path}' is a directory but not a SavedModel (no saved_model.pb).")
-        return "saved_model", path, path
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No artifact at '{path}'.")
-    with open(path, "rb") as handle:
-        payload = handle.read()
-    if payload[4:8] != b"TFL3":
-        raise ValueError(f"'{path}' is not a TFLite flatbuffer (no TFL3 identifier).")
-    return "tflite", path, payload
 
 
 def _keras_outputs(model, features):
