@@ -28,12 +28,17 @@ class CompressionSummaries(Summaries):
     import keras, numpy as np, tempfile
     import tfcompress as tfc
 
-    model = tfc.pruning.prune_low_magnitude(
-        keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
-    model.compile("adam", "mse")
-    model.fit(np.ones((16, 4)), np.ones((16, 2)), verbose=0, callbacks=[
+    def mlp(width):
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(width, "relu"),
+                                 keras.layers.Dense(3)])
+
+    student = tfc.pruning.prune_low_magnitude(
+        mlp(8), pruning_schedule=tfc.pruning.ConstantSparsity(0.5, 0, frequency=1))
+    distiller = tfc.distillation.Distiller(mlp(32), student, tfc.distillation.LogitsDistillation())
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller.fit(np.ones((16, 4)), np.zeros(16), verbose=0, callbacks=[
         tfc.pruning.UpdatePruningStep(),
-        tfc.CompressionSummaries(log_dir=tempfile.mkdtemp())])
+        tfc.CompressionSummaries(log_dir=tempfile.mkdtemp())])  # pruning + loss components
     ```
     """
 

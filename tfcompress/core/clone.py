@@ -9,14 +9,35 @@ import keras
 
 
 def is_graph_model(model):
-    """True for Sequential and functional models (the ones we can rebuild)."""
+    """True for Sequential and functional models (the ones we can rebuild).
+
+    Example:
+
+    ```python
+    import keras
+    from tfcompress.core import is_graph_model
+    assert is_graph_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    ```
+    """
     from keras.src.models.functional import Functional
 
     return isinstance(model, (keras.Sequential, Functional))
 
 
 def copy_layer(layer, weights=None):
-    """A new layer with the same config and (built) weights as `layer`."""
+    """A new layer with the same config and (built) weights as `layer`.
+
+    Example:
+
+    ```python
+    import keras, numpy as np
+    from tfcompress.core import copy_layer
+    dense = keras.layers.Dense(2)
+    dense.build((None, 4))
+    twin = copy_layer(dense)
+    assert twin is not dense and np.array_equal(twin.kernel, dense.kernel)
+    ```
+    """
     new = type(layer).from_config(layer.get_config())
     if layer.built and not new.built:
         new.build_from_config(layer.get_build_config())
@@ -30,6 +51,19 @@ def map_layers(model, fn):
 
     `fn` returns a new layer; nested models are rebuilt recursively. Input
     layers and bare ops are kept. The new model is not compiled.
+
+    Example: copy every layer, and give Dense layers no bias.
+
+    ```python
+    import keras
+    from tfcompress.core import copy_layer, map_layers
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(2)])
+    def no_bias(layer):
+        if isinstance(layer, keras.layers.Dense):
+            return keras.layers.Dense.from_config({**layer.get_config(), "use_bias": False})
+        return copy_layer(layer)
+    assert all(not l.use_bias for l in map_layers(model, no_bias).layers)
+    ```
     """
     def clone_fn(layer):
         if isinstance(layer, keras.layers.InputLayer) or not isinstance(

@@ -26,6 +26,13 @@ Section.__doc__ = """What one technique logs at one step.
 `scalars`: `{tag: float}`; `histograms`: `{tag: array}` (asked for only at
 epoch ends); `charts`: `{title: [tag regex, ...]}`, each drawn as one
 multi-line chart in TensorBoard's custom scalars dashboard.
+
+Example (see `Summaries` for a whole section function):
+
+```python
+from tfcompress.core.summaries import Section
+Section({"loss_scale": 1.0}, {}, {"scales": ["mine/loss_scale$"]})
+```
 """
 
 
@@ -37,18 +44,24 @@ class Summaries(keras.callbacks.TensorBoard):
     `update_freq` training steps; histograms (when `histograms=True`) at each
     epoch's end.
 
-    Example:
+    Example: a section of your own, the norm of every kernel.
 
     ```python
     import keras, numpy as np, tempfile
-    import tfcompress as tfc
+    from tfcompress.core.summaries import Section, Summaries
 
-    model = tfc.pruning.prune_low_magnitude(
-        keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    def kernel_norms(model, histograms):
+        norms = {f"{l.name}/norm": float(np.linalg.norm(l.kernel))
+                 for l in model.layers if hasattr(l, "kernel")}
+        return Section(norms, {}, {"kernel norms": ["norms/.*/norm$"]})
+
+    class NormSummaries(Summaries):
+        sections = {"norms": kernel_norms}
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile("adam", "mse")
-    model.fit(np.ones((16, 4)), np.ones((16, 2)), verbose=0, callbacks=[
-        tfc.pruning.UpdatePruningStep(),
-        tfc.CompressionSummaries(log_dir=tempfile.mkdtemp())])
+    model.fit(np.ones((16, 4)), np.ones((16, 2)), verbose=0,
+              callbacks=[NormSummaries(log_dir=tempfile.mkdtemp())])
     ```
     """
 

@@ -19,6 +19,7 @@ from tfcompress.quantization.config import Default8BitQuantizeConfig, QuantizeCo
 from tfcompress.quantization.quantizers import (
     AllValuesQuantizer,
     DepthwiseWeightsQuantizer,
+    FixedRangeQuantizer,
     LastValueQuantizer,
     MovingAverageQuantizer,
     Quantizer,
@@ -27,8 +28,8 @@ from tfcompress.quantization.wrapper import QuantizeAnnotate, QuantizeLayer, Qua
 
 __all__ = [
     "AllValuesQuantizer", "Default8BitPrunePreserveQuantizeScheme", "Default8BitQuantizeConfig",
-    "Default8BitQuantizeScheme", "DepthwiseWeightsQuantizer", "LastValueQuantizer",
-    "MovingAverageQuantizer", "QuantizeAnnotate", "QuantizeConfig", "QuantizeLayer",
-    "QuantizationSummaries", "QuantizeWrapper", "Quantizer", "quantize_annotate_layer", "quantize_annotate_model",
-    "quantize_apply", "quantize_model", "quantize_scope",
+    "Default8BitQuantizeScheme", "DepthwiseWeightsQuantizer", "FixedRangeQuantizer",
+    "LastValueQuantizer", "MovingAverageQuantizer", "QuantizationSummaries", "QuantizeAnnotate",
+    "QuantizeConfig", "QuantizeLayer", "QuantizeWrapper", "Quantizer", "quantize_annotate_layer",
+    "quantize_annotate_model", "quantize_apply", "quantize_model", "quantize_scope",
 ]

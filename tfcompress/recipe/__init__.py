@@ -37,5 +37,5 @@ from tfcompress.recipe.runner import run
 from tfcompress.recipe.schema import DISTILL_LOSSES, OPTIMIZERS, SCHEMA, TFLITE_MODES, load, validate
 from tfcompress.recipe.stages import compile_kwargs, prepare, pruning_schedule
 
-__all__ = ["DISTILL_LOSSES", "OPTIMIZERS", "SCHEMA", "TFLITE_MODES", "compile_kwargs", "load",
-           "prepare", "pruning_schedule", "run", "validate"]
+__all__ = ["DISTILL_LOSSES", "OPTIMIZERS", "SCHEMA", "TFLITE_MODES", "compile_kwargs",
+           "load", "prepare", "pruning_schedule", "run", "validate"]
