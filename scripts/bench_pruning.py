@@ -50,20 +50,18 @@ wrapped/unwrapped epoch-time ratio <= 1.10 and <= TFMOT's ratio.
 
 import argparse
 import json
-import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import (BATCH_SIZE, REPO_ROOT, epoch_timer, load_inputs, log, run_worker_process,
+                      save_inputs, steps_per_epoch, top1_accuracy, train_dataset)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("tfcompress", "tfmot")
 SPARSITIES = (0.5, 0.8, 0.9)
-BATCH_SIZE = 32
 LEARNING_RATE = 1e-3
 SEED = 0
 RATIO_TARGET = 1.10
@@ -72,15 +70,6 @@ CONFIGS = {
     "full": {"dense_epochs": 20, "finetune_epochs": 15, "timed_epochs": 20},
     "quick": {"dense_epochs": 2, "finetune_epochs": 2, "timed_epochs": 2},
 }
-
-
-_START = time.perf_counter()
-
-
-def log(name, message):
-    """Progress on stderr (stdout is kept for the report)."""
-    print(f"[{name} {time.perf_counter() - _START:6.1f}s] {message}", file=sys.stderr,
-          flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -101,44 +90,12 @@ def build_model(keras):
     ])
 
 
-def train_dataset(tf, x, y, seed, epochs):
-    """Batches in a fixed order, identical in both frameworks.
-
-    Epoch `e` visits the examples in the `e`-th permutation drawn by a numpy
-    generator seeded with `seed`; the last batch of an epoch may be short. The
-    dataset repeats, so `fit` must be given `steps_per_epoch`: both Keras 3 and
-    tf_keras then keep one iterator across epochs (a seeded `shuffle` would
-    not do: the two frameworks create iterators a different number of times).
-    """
-    rng = np.random.default_rng(seed)
-    orders = np.stack([rng.permutation(len(x)) for _ in range(epochs)])
-    x, y = tf.constant(x), tf.constant(y)
-    return (
-        tf.data.Dataset.from_tensor_slices(orders)
-        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(BATCH_SIZE))
-        .map(lambda idx: (tf.gather(x, idx), tf.gather(y, idx)))
-        .repeat()
-        .prefetch(2)
-    )
-
-
-def steps_per_epoch(n_train):
-    """Batches per epoch, the last one short."""
-    return math.ceil(n_train / BATCH_SIZE)
-
-
 def schedule_kwargs(final_sparsity, total_steps, spe):
     """PolynomialDecay arguments: reach the target at ~70% of `total_steps`."""
     frequency = max(1, spe // 2)
     end_step = max(frequency, round(0.7 * total_steps / frequency) * frequency)
     return {"initial_sparsity": 0.0, "final_sparsity": final_sparsity,
             "begin_step": 0, "end_step": end_step, "frequency": frequency}
-
-
-def test_accuracy(model, x, y):
-    """Top-1 accuracy of a logits model."""
-    logits = np.asarray(model(x, training=False))  # eager: no predict() tracing
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
 
 
 def kernel_sparsity(model):
@@ -152,29 +109,6 @@ def kernel_sparsity(model):
         zeros += int(np.sum(values == 0))
         total += values.size
     return zeros / total
-
-
-def epoch_timer(keras):
-    """A callback recording each epoch's wall and process CPU time (put it last).
-
-    CPU time (all threads of this process) is less sensitive than wall time
-    to other processes competing for the cores.
-    """
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = {"wall": [], "cpu": []}
-            self._start = None
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = (time.perf_counter(), time.process_time())
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.times["wall"].append(time.perf_counter() - self._start[0])
-            self.times["cpu"].append(time.process_time() - self._start[1])
-
-    return EpochTimer()
 
 
 class Framework:
@@ -222,12 +156,12 @@ def run_protocol(fw, data, init_weights, config, seed):
     spe = steps_per_epoch(len(x))
     # Every fit call starts a new iterator, so each starts at epoch 0's order.
     epochs = max(config["dense_epochs"], config["finetune_epochs"])
-    dataset = train_dataset(fw.tf, x, y, seed, epochs)
+    dataset = train_dataset(fw.tf, x, y, epochs, seed)
 
     dense = fw.compile(fw.fresh_model(init_weights))
     fw.fit(dense, dataset, spe, config["dense_epochs"])
     dense_weights = dense.get_weights()
-    result = {"framework": fw.name, "dense_accuracy": test_accuracy(dense, x_test, y_test),
+    result = {"framework": fw.name, "dense_accuracy": top1_accuracy(dense, x_test, y_test),
               "pruned": []}
     log(fw.name, f"dense accuracy {result['dense_accuracy']:.4f}")
 
@@ -240,7 +174,7 @@ def run_protocol(fw, data, init_weights, config, seed):
         stripped = fw.sparsity.strip_pruning(pruned)
         row = {"target_sparsity": target, "schedule": schedule,
                "achieved_sparsity": kernel_sparsity(stripped),
-               "test_accuracy": test_accuracy(stripped, x_test, y_test)}
+               "test_accuracy": top1_accuracy(stripped, x_test, y_test)}
         result["pruned"].append(row)
         log(fw.name, f"sparsity {target:.0%}: {row}")
 
@@ -309,9 +243,7 @@ def run_worker(name, inputs_dir, config):
     """Runs the protocol with one framework; writes `<inputs_dir>/<name>.json`."""
     fw = {"tfcompress": load_tfcompress, "tfmot": load_tfmot}[name]()
     fw.tf.random.set_seed(SEED)
-    with np.load(inputs_dir / "inputs.npz") as npz:
-        data = tuple(npz[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-        init_weights = [npz[f"w{i}"] for i in range(int(npz["n_weights"]))]
+    data, init_weights = load_inputs(inputs_dir, "x_train", "y_train", "x_test", "y_test")
     result = run_protocol(fw, data, init_weights, config, SEED)
     if name == "tfcompress":
         # What Keras 3 would use without our jit_compile=False (its default "auto").
@@ -335,21 +267,7 @@ def prepare_inputs(inputs_dir):
     (x, y), _, (x_test, y_test) = examples.digits(seed=SEED)
     keras.utils.set_random_seed(SEED)
     weights = build_model(keras).get_weights()
-    np.savez(inputs_dir / "inputs.npz", x_train=x, y_train=y, x_test=x_test,
-             y_test=y_test, n_weights=len(weights),
-             **{f"w{i}": w for i, w in enumerate(weights)})
-
-
-def run_subprocess(name, inputs_dir, quick):
-    """Runs one worker in a fresh interpreter; returns its results."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
-           "--inputs", str(inputs_dir)] + (["--quick"] if quick else [])
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env)
-    log(name, f"worker finished in {time.perf_counter() - start:.1f} s")
-    return json.loads((inputs_dir / f"{name}.json").read_text())
+    save_inputs(inputs_dir, weights, x_train=x, y_train=y, x_test=x_test, y_test=y_test)
 
 
 def accuracy_table(results):
@@ -421,7 +339,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="bench_pruning_") as tmp:
         inputs_dir = Path(tmp)
         prepare_inputs(inputs_dir)
-        results = {name: run_subprocess(name, inputs_dir, args.quick) for name in FRAMEWORKS}
+        worker_args = ["--quick"] if args.quick else []
+        results = {name: run_worker_process(__file__, name, inputs_dir, *worker_args)
+                   for name in FRAMEWORKS}
     elapsed, load_after = time.perf_counter() - start, os.getloadavg()
     checks = check_targets(results)
 

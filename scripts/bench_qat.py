@@ -68,20 +68,18 @@ the builtin kernels.
 
 import argparse
 import json
-import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import (BATCH_SIZE, REPO_ROOT, epoch_timer, load_inputs, log, run_worker_process,
+                      save_inputs, steps_per_epoch, top1_accuracy, train_dataset)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("tfcompress", "tfmot")
 SEED = 0
-BATCH_SIZE = 32
 FLOAT_LR = 3e-3
 QAT_LR = 3e-4
 SHAPE_OPS = ("SHAPE", "STRIDED_SLICE", "PACK")
@@ -96,15 +94,6 @@ CONFIGS = {
     "quick": {"float_epochs": 2, "qat_epochs": 1, "timed_epochs": 1, "variants": ["8x8"],
               "calibration_batches": 1, "latency_rounds": 3, "latency_round_s": 0.01},
 }
-
-_START = time.perf_counter()
-
-
-def log(name, message):
-    """Progress on stderr (stdout is kept for the report)."""
-    print(f"[{name} {time.perf_counter() - _START:6.1f}s] {message}", file=sys.stderr,
-          flush=True)
-
 
 # ---------------------------------------------------------------------------
 # Shared by the parent and both workers. `keras` is Keras 3 or tf_keras.
@@ -134,51 +123,6 @@ def upsample(x, side):
     """Digits (n, 8, 8, 1) blown up to (n, side, side, 1) by pixel repetition."""
     factor = side // x.shape[1]
     return np.repeat(np.repeat(x, factor, axis=1), factor, axis=2)
-
-
-def train_dataset(tf, x, y, epochs, seed=SEED):
-    """Batches in a fixed order, identical in both frameworks.
-
-    Epoch `e` visits the examples in the `e`-th permutation of a seeded numpy
-    generator. The dataset repeats, so `fit` needs `steps_per_epoch`; each
-    `fit` call starts again from the first epoch's order.
-    """
-    rng = np.random.default_rng(seed)
-    orders = np.stack([rng.permutation(len(x)) for _ in range(epochs)])
-    x, y = tf.constant(x), tf.constant(y)
-    return (tf.data.Dataset.from_tensor_slices(orders)
-            .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(BATCH_SIZE))
-            .map(lambda idx: (tf.gather(x, idx), tf.gather(y, idx)))
-            .repeat()
-            .prefetch(2))
-
-
-def steps_per_epoch(n):
-    return math.ceil(n / BATCH_SIZE)
-
-
-def keras_accuracy(model, x, y):
-    logits = np.asarray(model(x, training=False))  # eager: no predict() tracing
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
-
-
-def epoch_timer(keras):
-    """A callback recording each epoch's wall time and process CPU time."""
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = {"wall": [], "cpu": []}
-            self._start = None
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = (time.perf_counter(), time.process_time())
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.times["wall"].append(time.perf_counter() - self._start[0])
-            self.times["cpu"].append(time.process_time() - self._start[1])
-
-    return EpochTimer()
 
 
 # ---------------------------------------------------------------------------
@@ -291,18 +235,18 @@ def untrained_variant(fw, x, shape, batches):
 
 def run_protocol(fw, inputs, config, out_dir):
     """QAT fine-tune from the shared float weights, convert, time; write the flatbuffers."""
-    x, y, x_test, y_test = (inputs[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    (x, y, x_test, y_test), weights = inputs
     spe = steps_per_epoch(len(x))
-    dataset = train_dataset(fw.tf, x, y, config["qat_epochs"])
+    dataset = train_dataset(fw.tf, x, y, config["qat_epochs"], SEED)
 
     model = build_cnn(fw.keras)
-    model.set_weights([inputs[f"w{i}"] for i in range(int(inputs["n_weights"]))])
-    result = {"framework": fw.name, "float_keras_accuracy": keras_accuracy(model, x_test, y_test)}
+    model.set_weights(weights)
+    result = {"framework": fw.name, "float_keras_accuracy": top1_accuracy(model, x_test, y_test)}
     qat = fw.compile(fw.quantize_model(model), QAT_LR)
     start = time.perf_counter()
     fw.fit(qat, dataset, spe, config["qat_epochs"])
     result["qat_fit_s"] = time.perf_counter() - start
-    result["qat_keras_accuracy"] = keras_accuracy(qat, x_test, y_test)
+    result["qat_keras_accuracy"] = top1_accuracy(qat, x_test, y_test)
     log(fw.name, f"accuracies: {result}")
 
     flatbuffers = {("8x8", "int8"): fw.tflite_int8(qat), ("8x8", "float"): fw.tflite_float(model)}
@@ -327,9 +271,8 @@ def tflite_name(framework, variant, kind):
 def run_worker(name, inputs_dir, config):
     fw = {"tfcompress": Tfcompress, "tfmot": Tfmot}[name]()
     fw.tf.random.set_seed(SEED)
-    with np.load(inputs_dir / "inputs.npz") as npz:
-        inputs = dict(npz)
-    result = run_protocol(fw, inputs, config, inputs_dir)
+    result = run_protocol(fw, load_inputs(inputs_dir, "x_train", "y_train", "x_test", "y_test"),
+                          config, inputs_dir)
     (inputs_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
 
 
@@ -505,25 +448,12 @@ def prepare_inputs(inputs_dir, config):
     model.compile(optimizer=keras.optimizers.Adam(FLOAT_LR),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=False)
-    model.fit(train_dataset(tf, x, y, config["float_epochs"]), epochs=config["float_epochs"],
+    model.fit(train_dataset(tf, x, y, config["float_epochs"], SEED), epochs=config["float_epochs"],
               steps_per_epoch=steps_per_epoch(len(x)), verbose=0)
-    log("parent", f"float model trained, test accuracy {keras_accuracy(model, x_test, y_test):.4f}")
+    log("parent", f"float model trained, test accuracy {top1_accuracy(model, x_test, y_test):.4f}")
     weights = model.get_weights()
-    np.savez(inputs_dir / "inputs.npz", x_train=x, y_train=y, x_test=x_test, y_test=y_test,
-             n_weights=len(weights), **{f"w{i}": w for i, w in enumerate(weights)})
+    save_inputs(inputs_dir, weights, x_train=x, y_train=y, x_test=x_test, y_test=y_test)
     return x_test, y_test
-
-
-def run_subprocess(name, inputs_dir, quick, timed_epochs):
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
-           "--inputs", str(inputs_dir), "--timed-epochs", str(timed_epochs)]
-    cmd += ["--quick"] if quick else []
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env)
-    log(name, f"worker finished in {time.perf_counter() - start:.1f} s")
-    return json.loads((inputs_dir / f"{name}.json").read_text())
 
 
 def ratio_check(label, pair, limit, unit=""):
@@ -689,7 +619,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="bench_qat_") as tmp:
         inputs_dir = Path(tmp)
         test = prepare_inputs(inputs_dir, config)
-        results = {name: run_subprocess(name, inputs_dir, args.quick, config["timed_epochs"])
+        worker_args = ["--timed-epochs", str(config["timed_epochs"])] + (
+            ["--quick"] if args.quick else [])
+        results = {name: run_worker_process(__file__, name, inputs_dir, *worker_args)
                    for name in FRAMEWORKS}
         for name, measured in evaluate_flatbuffers(inputs_dir, test, config).items():
             results[name].update(measured)
