@@ -15,16 +15,23 @@ def test_demo_prints_the_table_and_writes_logs(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     header = next(l for l in lines if l.startswith("| model |"))
-    for column in ("params", "non-zeros", "sparsity", "test accuracy", "bytes", "gzip bytes"):
-        assert column in header
-    pruned = next(l for l in lines if l.startswith("| pruned"))
-    sparsity = float(pruned.split("|")[4])
-    assert 0.7 < sparsity < 0.85
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    for column in ("parameters", "non-zero parameters", "sparsity", "bytes", "gzip bytes",
+                   "TFLite bytes", "latency ms (batch 1)", "accuracy"):
+        assert column in columns
+    rows = {cells[0]: dict(zip(columns, cells)) for cells in (
+        [c.strip() for c in l.strip("|").split("|")] for l in lines if l.startswith("| ")
+        and not l.startswith("| model |"))}
+    assert 0.7 < float(rows["pruned (stripped)"]["sparsity"]) < 0.85
+    int8 = rows["pruned + QAT (int8 .tflite)"]
+    assert float(int8["accuracy"]) > 0.8  # int8 accuracy from LiteRT
+    assert 0.7 < float(int8["sparsity"]) < 0.85  # the zeros survive QAT and conversion
+    assert int(int8["TFLite bytes"].replace(",", "")) < 0.4 * int(
+        rows["pruned (stripped)"]["bytes"].replace(",", ""))
+    assert float(rows["pruned (SavedModel)"]["accuracy"]) > 0.7
     assert (tmp_path / "pruned.keras").is_file()
     assert (tmp_path / "model_int8.tflite").is_file()
     assert (tmp_path / "saved_model" / "saved_model.pb").is_file()
-    int8 = next(l for l in lines if l.startswith("| pruned + QAT"))
-    assert float(int8.split("|")[5]) > 0.8  # int8 accuracy from LiteRT
     logs = tmp_path / "logs"
     for run in ("pruning", "distillation", "train", "qat/quantization", "qat/pruning"):
         assert any((logs / run).iterdir()), run

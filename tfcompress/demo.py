@@ -4,11 +4,11 @@ Runs on scikit-learn's real 8x8 digits: train a larger teacher CNN, distil it
 into a small student while pruning the student to 80 % sparsity with
 `PolynomialDecay` (one fit), train the student quantization-aware with the
 zeros kept, export it as an int8 `.tflite` (verified in LiteRT) and a
-SavedModel, and print parameters, non-zeros, sparsity, test accuracy and
-bytes (raw and gzip) for each stage.
+SavedModel, and print the `tfcompress.report.compare` table of every stage:
+parameters, non-zeros, sparsity, bytes (raw and gzip), TFLite bytes, batch-1
+latency and test accuracy. TensorBoard logs go to `<out_dir>/logs`.
 """
 
-import gzip
 import os
 import time
 
@@ -35,49 +35,15 @@ class _Progress(keras.callbacks.Callback):
         print(line + f"  ({time.time() - self.start:.0f}s)", flush=True)
 
 
-def _stats(model, path, x, y):
-    model.save(path)  # uncompiled: weights only, no optimizer state
-    raw = open(path, "rb").read()
-    weights = [np.asarray(w) for w in model.weights if w.trainable]
-    params = sum(w.size for w in weights)
-    nonzero = sum(int(np.count_nonzero(w)) for w in weights)
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    accuracy = model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
-    return {"params": params, "non-zeros": nonzero, "sparsity": 1 - nonzero / params,
-            "test accuracy": accuracy, "bytes": len(raw),
-            "gzip bytes": len(gzip.compress(raw))}
-
-
-def _table(rows):
-    names = list(rows)
-    columns = list(rows[names[0]])
-    out = ["| model | " + " | ".join(columns) + " |",
-           "|---|" + "---|" * len(columns)]
-    for name in names:
-        cells = []
-        for column in columns:
-            value = rows[name][column]
-            cells.append(f"{value:.3f}" if isinstance(value, float) else f"{value:,}")
-        out.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(out)
-
-
-def _tflite_stats(report, params, nonzero):
-    return {"params": params, "non-zeros": nonzero, "sparsity": 1 - nonzero / params,
-            "test accuracy": report.artifact_accuracy, "bytes": report.bytes,
-            "gzip bytes": report.gzip_bytes}
-
-
 def run(out_dir="tfcompress_demo", epochs=15, prune_epochs=10, sparsity=0.8, seed=0,
         qat_epochs=3):
-    """Runs the demo; returns the table rows as a dict. See the module docstring.
+    """Runs the demo; returns the `tfcompress.report.compare` table. See the module docstring.
 
     Example:
 
     ```python
     from tfcompress import demo
-    rows = demo.run(out_dir="/tmp/demo", epochs=2, prune_epochs=2)
+    table = demo.run(out_dir="/tmp/demo", epochs=2, prune_epochs=2)
     ```
     """
     os.makedirs(out_dir, exist_ok=True)
@@ -114,28 +80,28 @@ def run(out_dir="tfcompress_demo", epochs=15, prune_epochs=10, sparsity=0.8, see
             callbacks=[tfc.pruning.UpdatePruningStep(), _Progress("qat", qat_epochs),
                        tfc.CompressionSummaries(os.path.join(log_dir, "qat"))])
 
-    print("4/5 stripping and measuring", flush=True)
+    print("4/5 exporting int8 TFLite + SavedModel", flush=True)
     teacher.trainable = True  # the Distiller froze it; count its weights as parameters
-    plain_teacher = tfc.core.map_layers(teacher, tfc.core.copy_layer)  # uncompiled, like stripped
-    rows = {
-        "dense teacher": _stats(plain_teacher, os.path.join(out_dir, "teacher.keras"), xt, yt),
-        "pruned (stripped)": _stats(stripped, os.path.join(out_dir, "pruned.keras"), xt, yt),
-    }
+    paths = {name: os.path.join(out_dir, name) for name in (
+        "teacher.keras", "pruned.keras", "model_int8.tflite", "saved_model")}
+    tfc.core.map_layers(teacher, tfc.core.copy_layer).save(paths["teacher.keras"])  # no optimizer
+    stripped.save(paths["pruned.keras"])
+    tfc.export.to_tflite(qat, paths["model_int8.tflite"], mode="int8", overwrite=True)
+    tfc.export.to_saved_model(stripped, paths["saved_model"], overwrite=True)
 
-    print("5/5 exporting int8 TFLite + SavedModel, verified in LiteRT", flush=True)
-    tflite_path = os.path.join(out_dir, "model_int8.tflite")
-    tfc.export.to_tflite(qat, tflite_path, mode="int8", overwrite=True)
-    tfc.export.to_saved_model(stripped, os.path.join(out_dir, "saved_model"), overwrite=True)
-    report = tfc.export.verify(tflite_path, qat, (xt, yt))
-    rows["pruned + QAT (int8 .tflite)"] = _tflite_stats(
-        report, rows["pruned (stripped)"]["params"], rows["pruned (stripped)"]["non-zeros"])
+    print("5/5 measuring every stage on the test split (int8 in LiteRT)", flush=True)
+    table = tfc.report.compare({
+        "dense teacher": paths["teacher.keras"],
+        "pruned (stripped)": paths["pruned.keras"],
+        "pruned + QAT (int8 .tflite)": paths["model_int8.tflite"],
+        "pruned (SavedModel)": paths["saved_model"],
+    }, (xt, yt), metric="accuracy", latency_runs=50)
     print()
-    print(_table(rows))
+    print(tfc.report.to_markdown(table))
     print()
     print("int8 TFLite vs the Keras QAT model (LiteRT):")
-    print(report)
+    print(tfc.export.verify(paths["model_int8.tflite"], qat, (xt, yt)))
     print()
-    print(f"models: {out_dir}/teacher.keras, {out_dir}/pruned.keras, {tflite_path}, "
-          f"{out_dir}/saved_model (serving_default)")
+    print(f"models: {', '.join(paths.values())}")
     print(f"TensorBoard logs: {log_dir}  (open with: tensorboard --logdir {log_dir})")
-    return rows
+    return table
