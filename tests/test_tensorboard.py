@@ -60,14 +60,18 @@ def _charted(charts, title, tags):
     return sorted(t for t in tags if any(re.search(rx, t) for rx in charts[title]))
 
 
-def test_sparsity_curve_follows_schedule(tmp_path):
-    schedule = tfc.pruning.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=30, frequency=3)
+def _fit_pruned(schedule, epochs, n=128, **summaries):
+    """An MLP pruned in `fit` (batch 16) with PruningSummaries(**summaries)."""
     model = tfc.pruning.prune_low_magnitude(mlp(), pruning_schedule=schedule)
     model.compile("adam", "mse")
-    x, y = regression_data(n=128)  # 8 steps per epoch
-    model.fit(x, y, batch_size=16, epochs=5, verbose=0, callbacks=[
-        tfc.pruning.UpdatePruningStep(),
-        tfc.pruning.PruningSummaries(log_dir=str(tmp_path), update_freq=1)])
+    model.fit(*regression_data(n=n), batch_size=16, epochs=epochs, verbose=0, callbacks=[
+        tfc.pruning.UpdatePruningStep(), tfc.pruning.PruningSummaries(**summaries)])
+    return model
+
+
+def test_sparsity_curve_follows_schedule(tmp_path):
+    schedule = tfc.pruning.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=30, frequency=3)
+    _fit_pruned(schedule, epochs=5, log_dir=str(tmp_path), update_freq=1)  # 8 steps per epoch
     scalars = _scalars(tmp_path / "pruning")
     global_curve = scalars["pruning/global_sparsity"]
     assert [s for s, _ in global_curve] == list(range(0, 41))
@@ -88,11 +92,7 @@ def test_sparsity_curve_follows_schedule(tmp_path):
 
 def test_kept_weight_histograms_count_the_unpruned_weights(tmp_path):
     schedule = tfc.pruning.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=16, frequency=4)
-    model = tfc.pruning.prune_low_magnitude(mlp(), pruning_schedule=schedule)
-    model.compile("adam", "mse")
-    x, y = regression_data(n=128)  # 8 steps per epoch
-    model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[
-        tfc.pruning.UpdatePruningStep(), tfc.pruning.PruningSummaries(log_dir=str(tmp_path))])
+    model = _fit_pruned(schedule, epochs=3, log_dir=str(tmp_path))  # 8 steps per epoch
     histograms = _histograms(tmp_path / "pruning")
     wrappers = tfc.core.steps.find(model, tfc.pruning.PruneLowMagnitude)
     assert sorted(histograms) == sorted(f"pruning/kept/{w.name}/kernel" for w in wrappers)
@@ -108,11 +108,7 @@ def test_kept_weight_histograms_count_the_unpruned_weights(tmp_path):
         assert np.isclose(rows[-1][2], kernel[mask != 0].min(), atol=1e-6)
         assert np.isclose(rows[-1][3], kernel[mask != 0].max(), atol=1e-6)
 
-    model2 = tfc.pruning.prune_low_magnitude(mlp(), pruning_schedule=schedule)
-    model2.compile("adam", "mse")
-    model2.fit(x, y, batch_size=16, verbose=0, callbacks=[
-        tfc.pruning.UpdatePruningStep(),
-        tfc.pruning.PruningSummaries(log_dir=str(tmp_path / "off"), histograms=False)])
+    _fit_pruned(schedule, epochs=1, log_dir=str(tmp_path / "off"), histograms=False)
     assert _histograms(tmp_path / "off" / "pruning") == {}
 
 
@@ -183,12 +179,8 @@ def test_compression_summaries_on_a_plain_model_write_only_keras_logs(tmp_path):
 
 
 def test_epoch_frequency_logs_each_epoch(tmp_path):
-    model = tfc.pruning.prune_low_magnitude(
-        mlp(), pruning_schedule=tfc.pruning.ConstantSparsity(0.5, 0, frequency=1))
-    model.compile("adam", "mse")
-    x, y = regression_data(n=64)
-    model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[
-        tfc.pruning.UpdatePruningStep(), tfc.pruning.PruningSummaries(log_dir=str(tmp_path))])
+    _fit_pruned(tfc.pruning.ConstantSparsity(0.5, 0, frequency=1), epochs=3, n=64,
+                log_dir=str(tmp_path))
     curve = _scalars(tmp_path / "pruning")["pruning/global_sparsity"]
     assert [s for s, _ in curve] == [0, 4, 8, 12]
     assert curve[0][1] == 0.0 and abs(curve[-1][1] - 0.5) < 0.01
