@@ -163,6 +163,26 @@ def test_compile_without_label_loss_needs_pure_distillation():
         distiller.compile("adam")
 
 
+def test_unlabelled_fit_with_metrics_scores_only_labelled_validation(digits):
+    """fit(x) distils only; the compiled metrics score the labelled validation data."""
+    from tfcompress import examples
+
+    (x, y), (xv, yv), _ = digits
+    keras.utils.set_random_seed(0)
+    teacher = examples.digits_cnn(width=8)
+    teacher.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.fit(x, y, epochs=3, verbose=0)
+    distiller = D.Distiller(teacher, examples.digits_cnn(width=8), D.LogitsDistillation(4.0))
+    distiller.compile(keras.optimizers.Adam(3e-3),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+    history = distiller.fit(x, epochs=3, verbose=0, validation_data=(xv, yv)).history
+    assert "accuracy" not in history and "student_loss" in history
+    assert history["student_loss"] == [0.0, 0.0, 0.0]  # no labels, no label loss
+    assert history["val_accuracy"][-1] > 0.6  # learned from the teacher alone
+    assert history["val_student_loss"][-1] > 0
+
+
 # -- the Distiller in real fits ------------------------------------------------------------
 @keras.saving.register_keras_serializable("tfc_test")
 class StepCounter(keras.layers.Layer):

@@ -197,6 +197,50 @@ def test_prune_preserving_qat_keeps_zeros_in_int8_weights():
             assert np.all(effective[mask == 0] == 0)
 
 
+def test_prune_preserving_qat_of_a_stripped_model_keeps_its_zeros(tmp_path):
+    """TFMOT's documented flow: prune, strip, then quantize with the prune-preserving scheme."""
+    (x, y), _, _ = examples.digits()
+    keras.utils.set_random_seed(0)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(
+        examples.digits_cnn(), pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.8, 0, frequency=1))
+    pruned.compile("adam", loss)
+    pruned.fit(x[:320], y[:320], batch_size=32, verbose=0,
+               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    kernels = {l.name: np.asarray(l.kernel) for l in stripped.layers
+               if isinstance(l, (L.Conv2D, L.Dense)) and not isinstance(l, L.DepthwiseConv2D)}
+    zeros = {name: kernel == 0 for name, kernel in kernels.items()}
+    assert all(abs(z.mean() - 0.8) < 0.01 for z in zeros.values()), {k: z.mean() for k, z in zeros.items()}
+
+    scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    qat = tfmot.quantization.keras.quantize_apply(
+        tfmot.quantization.keras.quantize_annotate_model(stripped), scheme)
+    qat.compile(keras.optimizers.Adam(1e-3), loss)
+    qat.fit(x[:640], y[:640], batch_size=32, epochs=2, verbose=0)
+    qat.save(tmp_path / "pqat.keras")
+    loaded = keras.saving.load_model(tmp_path / "pqat.keras")
+    for model in (qat, loaded):
+        for wrapper in tfc.core.steps.find(model, Q.QuantizeWrapper):
+            if wrapper.layer.name in zeros:
+                effective = wrapper.transform_weights(wrapper.targets, False)[0].numpy()
+                assert np.all(effective[zeros[wrapper.layer.name]] == 0), wrapper.name
+                kept = ~zeros[wrapper.layer.name]  # and QAT trained the others
+                assert not np.allclose(effective[kept], kernels[wrapper.layer.name][kept])
+    it = interpreter(tflite_bytes(qat))
+    int8_zeros = sorted(float(np.mean(it.get_tensor(op["inputs"][1]) == 0))
+                        for op in it._get_ops_details() if op["op_name"] in ("CONV_2D",
+                                                                            "FULLY_CONNECTED"))
+    assert sum(abs(z - 0.8) < 0.02 for z in int8_zeros) == len(zeros), int8_zeros
+
+    # the default scheme does not keep them (what the prune-preserving one is for)
+    plain = Q.quantize_model(stripped)
+    plain.compile(keras.optimizers.Adam(1e-3), loss)
+    plain.fit(x[:640], y[:640], batch_size=32, verbose=0)
+    dense = [l for l in tfc.core.steps.find(plain, Q.QuantizeWrapper) if l.layer.name in zeros]
+    assert all(np.mean(np.asarray(w.layer.kernel) == 0) < 0.5 for w in dense)  # from 0.8
+
+
 class Scale(L.Layer):
     def build(self, shape):
         self.w = self.add_weight(shape=(shape[-1],), name="w")

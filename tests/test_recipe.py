@@ -207,3 +207,23 @@ def test_prepare_distils_a_click_model_with_binary_distillation(click):
     assert history.history["distillation_loss"][-1] > 0
     with pytest.raises(FileNotFoundError, match="distill.teacher"):
         recipe.prepare(examples.click_model(), {"distill": {"teacher": "missing.keras"}})
+
+
+def test_run_on_dict_inputs_spreads_the_schedule_over_every_step(tmp_path, click):
+    """Steps per epoch count samples, not the dict's keys: sparsity grows over the fit."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tfcompress import examples
+
+    _, features, clicks = click
+    r = {"prune": {"final_sparsity": 0.5, "epochs": 3},
+         "train": {"loss": "binary_crossentropy", "from_logits": False, "metrics": ["auc"],
+                   "batch_size": 500},  # 12 steps an epoch; the schedule ends at step 25
+         "report": {"metric": "auc", "latency_runs": 2}}
+    table = recipe.run(examples.click_model(), r, {"x": features, "y": clicks}, str(tmp_path))
+    assert 0.45 < table.loc["model.keras", "sparsity"] <= 0.5
+    acc = EventAccumulator(str(tmp_path / "logs" / "train" / "pruning"))
+    acc.Reload()
+    curve = {e.step: float(np.asarray(__import__("tensorflow").make_ndarray(e.tensor_proto)))
+             for e in acc.Tensors("pruning/global_sparsity")}
+    assert sorted(curve) == [0, 12, 24, 36]
+    assert 0.1 < curve[12] < 0.45 and abs(curve[36] - 0.5) < 0.01, curve  # 0.43 at step 12

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 import tfcompress as tfc
 from helpers import mask_zeros, regression_data
@@ -66,3 +67,28 @@ def test_loads_in_a_fresh_process_that_imports_tfcompress(tmp_path):
             "print(type(m.layers[0]).__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("PruneLowMagnitude")
+
+
+def _prune_and_quantize(model):
+    pruned = tfc.pruning.prune_low_magnitude(model)
+    return tfc.quantization.quantize_model(
+        pruned, scheme=tfc.quantization.Default8BitPrunePreserveQuantizeScheme())
+
+
+@pytest.mark.parametrize("wrap", [
+    tfc.pruning.prune_low_magnitude, tfc.quantization.quantize_model, _prune_and_quantize],
+    ids=["prune", "qat", "prune+qat"])
+def test_wrapped_models_hold_and_save_each_weight_once(wrap, tmp_path):
+    from tfcompress import examples
+
+    dense = examples.digits_cnn()
+    wrapped = wrap(dense)
+    ids = [id(w) for w in wrapped.weights]
+    assert len(ids) == len(set(ids))
+    dense.save(tmp_path / "dense.keras")
+    wrapped.save(tmp_path / "wrapped.keras")
+    # masks, ranges and step counters are small beside a second copy of every kernel
+    size = (tmp_path / "wrapped.keras").stat().st_size
+    dense_size = (tmp_path / "dense.keras").stat().st_size
+    extra = 1.0 if wrap is tfc.quantization.quantize_model else 2.0  # masks: one per kernel
+    assert size < dense_size * extra + 60_000, (size, dense_size)

@@ -13,6 +13,8 @@ optimizer fall back to a counter the callback advances in
 `on_train_batch_begin`.
 """
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -56,6 +58,20 @@ def current_step(wrapper):
     step = tf.cast(tf.convert_to_tensor(source), "int64") + 1 + offset
     step_var.assign(step)
     return step
+
+
+def steps_per_epoch(x, batch_size):
+    """Training steps in one epoch over `x` (an array, or a dict/list of arrays).
+
+    Example:
+
+    ```python
+    import numpy as np
+    from tfcompress.core import steps
+    assert steps.steps_per_epoch({"user": np.zeros(100), "item": np.zeros(100)}, 32) == 4
+    ```
+    """
+    return math.ceil(len(keras.tree.flatten(x)[0]) / batch_size)
 
 
 def find(model, cls):

@@ -59,7 +59,7 @@ class WeightWrapper(keras.layers.Wrapper):
         kwargs.setdefault("name", f"{_snake(type(self).__name__)}_{layer.name}")
         super().__init__(layer, **kwargs)
         self.supports_masking = getattr(layer, "supports_masking", False)
-        self._targets = []
+        self._set_targets([])
 
     # -- to implement -------------------------------------------------------
     def can_wrap(self, wrapper):
@@ -91,9 +91,14 @@ class WeightWrapper(keras.layers.Wrapper):
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
-        self._targets = list(self.target_weights())
+        self._set_targets(self.target_weights())
         self.build_state(self._targets)
         self.built = True
+
+    def _set_targets(self, targets):
+        # Untracked: they are the inner layer's variables, and Keras would
+        # otherwise save (and count) each of them a second time as ours.
+        object.__setattr__(self, "_targets", list(targets))
 
     @property
     def targets(self):

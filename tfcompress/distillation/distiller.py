@@ -240,6 +240,27 @@ class Distiller(keras.Model):
         self.total_loss_tracker.update_state(total, sample_weight=batch)
         return total
 
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Compiled metrics score the student against labels; `fit(x)` has none.
+
+        Without labels (pure distillation) only the loss components are
+        reported; labelled validation data still gets every metric.
+        """
+        if y is not None:
+            return super().compute_metrics(x, y, y_pred, sample_weight)
+        return self.get_metrics_result()
+
+    def get_metrics_result(self):
+        compiled = self._compile_metrics
+        if compiled is None or compiled.built:
+            return super().get_metrics_result()
+        results = {}  # label metrics not built yet: no labelled batch so far
+        for metric in self.metrics:
+            if metric is not compiled:
+                result = metric.result()
+                results.update(result if isinstance(result, dict) else {metric.name: result})
+        return results
+
     # -- serialization -------------------------------------------------------------
     def get_config(self):
         """Teacher(s), student and losses by value: `.keras` files round-trip."""

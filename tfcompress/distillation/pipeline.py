@@ -1,10 +1,9 @@
 """One training run that distils a teacher into a pruned student."""
 
-import math
-
 import keras
 
 from tfcompress import pruning
+from tfcompress.core import steps as core_steps
 from tfcompress.distillation.distiller import Distiller
 from tfcompress.distillation.logits import LogitsDistillation
 
@@ -71,8 +70,8 @@ def distill_and_prune(teacher, student, x, y, loss, pruning_schedule=None, spars
     ```
     """
     if pruning_schedule is None:
-        steps = math.ceil(len(x) / batch_size) * epochs
-        end_step = max(2, int(0.7 * steps))
+        total = core_steps.steps_per_epoch(x, batch_size) * epochs
+        end_step = max(2, int(0.7 * total))
         pruning_schedule = pruning.PolynomialDecay(0.0, sparsity, begin_step=0,
                                                    end_step=end_step,
                                                    frequency=max(1, end_step // 10))

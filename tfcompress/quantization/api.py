@@ -34,6 +34,9 @@ class Default8BitPrunePreserveQuantizeScheme(Default8BitQuantizeScheme):
     Pruning wrappers stay in the model (a model still pruning keeps pruning);
     weights are quantized as `fake_quant(weight * mask)`, and symmetric
     quantization maps zero to zero, so the int8 TFLite weights keep every zero.
+    A model already stripped (TFMOT's flow: prune, `strip_pruning`, then
+    quantize with this scheme) keeps the zeros it has when quantized: each
+    weight's mask is its zero pattern at that moment.
 
     Example:
 
@@ -161,7 +164,7 @@ def quantize_apply(model, scheme=None, full_integer=False, _annotate_all=False):
                          "annotate layers with quantize_annotate_layer first.")
     if isinstance(model, keras.Sequential):
         model = keras.Model(model.inputs, model.outputs, name=model.name)
-    return _Transform(model, _annotate_all, full_integer).run()
+    return _Transform(model, _annotate_all, full_integer, scheme.preserve_sparsity).run()
 
 
 def quantize_scope(*args):
@@ -208,10 +211,11 @@ def _check_model(model):
 class _Transform:
     """Rebuilds a functional graph with quantized layers and fake-quant nodes."""
 
-    def __init__(self, model, annotate_all, full_integer):
+    def __init__(self, model, annotate_all, full_integer, preserve_sparsity):
         self.model = model
         self.annotate_all = annotate_all
         self.full_integer = full_integer
+        self.preserve_sparsity = preserve_sparsity
         self.consumers = {}
         self.nodes = [n for group in model._nodes_by_depth.values() for n in group]
         for node in self.nodes:
@@ -329,7 +333,7 @@ class _Transform:
         if kind == "preserving":
             return copy_layer(layer)
         if kind == "custom":
-            return QuantizeWrapper(copy_layer(layer), explicit)
+            return self._wrap(copy_layer(layer), explicit)
         if isinstance(layer, keras.layers.SeparableConv2D):
             return self._separable(layer, self._quantize_output(op))
         split = kind == "weighted" and C.needs_activation_split(self._base(layer))
@@ -337,7 +341,10 @@ class _Transform:
             weights=C.weight_spec(self._base(layer)) if kind == "weighted" else None,
             quantize_output=self._quantize_output(op) and not split,
             quantize_activation=split)
-        return QuantizeWrapper(copy_layer(layer), config)
+        return self._wrap(copy_layer(layer), config)
+
+    def _wrap(self, layer, config):
+        return QuantizeWrapper(layer, config, preserve_sparsity=self.preserve_sparsity)
 
     def _separable(self, layer, quantize_output):
         """TFLite runs SeparableConv2D as DEPTHWISE_CONV_2D then a 1x1 CONV_2D; the
@@ -356,8 +363,8 @@ class _Transform:
         pointwise.set_weights([layer.pointwise_kernel.numpy()]
                               + ([layer.bias.numpy()] if c["use_bias"] else []))
         split = C.needs_activation_split(pointwise)
-        dw = QuantizeWrapper(depthwise, C.Default8BitQuantizeConfig({"kernel": "depthwise"}))
-        pw = QuantizeWrapper(pointwise, C.Default8BitQuantizeConfig(
+        dw = self._wrap(depthwise, C.Default8BitQuantizeConfig({"kernel": "depthwise"}))
+        pw = self._wrap(pointwise, C.Default8BitQuantizeConfig(
             {"kernel": "per_channel"}, quantize_output=quantize_output and not split,
             quantize_activation=split))
         return lambda x, **kwargs: pw(dw(x, **kwargs), **kwargs)

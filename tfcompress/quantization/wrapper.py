@@ -27,7 +27,11 @@ class QuantizeWrapper(WeightWrapper):
     model); outputs through its output quantizers. When the wrapped layer is
     a `PruneLowMagnitude`, the quantizer sees `weight * mask`, and since the
     weight quantizers are symmetric (zero maps to zero), pruned weights stay
-    exactly zero in training and in the int8 TFLite weights.
+    exactly zero in training and in the int8 TFLite weights. With
+    `preserve_sparsity=True` on a plain layer (a pruned model already
+    stripped, as in TFMOT's prune-preserving QAT), the mask is the weights'
+    zero pattern when the wrapper is built, and those zeros are kept the same
+    way.
 
     Example:
 
@@ -44,7 +48,7 @@ class QuantizeWrapper(WeightWrapper):
 
     quantization_aware = True
 
-    def __init__(self, layer, quantize_config, **kwargs):
+    def __init__(self, layer, quantize_config, preserve_sparsity=False, **kwargs):
         quantize_config = _deserialize(quantize_config)
         if not isinstance(quantize_config, QuantizeConfig):
             raise ValueError(
@@ -53,6 +57,7 @@ class QuantizeWrapper(WeightWrapper):
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(layer, **kwargs)
         self.quantize_config = quantize_config
+        self.preserve_sparsity = bool(preserve_sparsity)
         self._weight_quantizers = []
         self._output_quantizers = []
         self._activation_quantizers = []
@@ -77,10 +82,13 @@ class QuantizeWrapper(WeightWrapper):
         self._weight_vars = [
             q.build(v.shape, f"{v.name}", self) for v, q in zip(targets, self._weight_quantizers)
         ]
-        self._masks = [None] * len(targets)
+        # Untracked: pruning masks belong to the pruning wrapper.
+        object.__setattr__(self, "_masks", [None] * len(targets))
         if isinstance(self.layer, PruneLowMagnitude):
             by_id = {id(v): m for v, m in zip(self.layer.targets, self.layer.masks)}
-            self._masks = [by_id.get(id(v)) for v in targets]
+            self._masks[:] = [by_id.get(id(v)) for v in targets]
+        elif self.preserve_sparsity:
+            self._masks[:] = [self._zero_pattern(v) for v in targets]
         outputs = self.quantize_config.get_output_quantizers(self._base_layer)
         self._output_quantizers = list(outputs)
         self._output_vars = [q.build((None,), f"output_{i}", self) for i, q in enumerate(outputs)]
@@ -95,6 +103,12 @@ class QuantizeWrapper(WeightWrapper):
             self._activation_quantizers.append((
                 pre, pre.build((None,), f"{base}_pre_activation_{i}", self) if pre else None,
                 post, post.build((None,), f"{base}_activation_{i}", self)))
+
+    def _zero_pattern(self, weight):
+        mask = self.add_weight(name=f"{weight.name}_mask", shape=weight.shape, dtype=weight.dtype,
+                               initializer="ones", trainable=False, aggregation="none")
+        mask.assign(keras.ops.cast(keras.ops.not_equal(weight, 0), weight.dtype))
+        return mask
 
     def step_variable(self):  # not step-driven; present for the shared machinery
         return None
@@ -138,6 +152,7 @@ class QuantizeWrapper(WeightWrapper):
     def get_config(self):
         config = super().get_config()
         config["quantize_config"] = keras.saving.serialize_keras_object(self.quantize_config)
+        config["preserve_sparsity"] = self.preserve_sparsity
         return config
 
 

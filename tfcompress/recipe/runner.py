@@ -1,7 +1,8 @@
 """`run`: every stage of a recipe in order, then the artifacts and the report."""
 
-import math
 import os
+
+from tfcompress.core import steps
 
 from tfcompress.recipe.schema import SCHEMA, load
 from tfcompress.recipe.stages import _distiller, _prune, _quantize, _teacher, compile_kwargs
@@ -86,7 +87,7 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
     _replace(os.path.join(out_dir, "logs"))
     validation = (data["x_val"], data["y_val"]) if "x_val" in data else None
     fit = dict(batch_size=t["batch_size"], validation_data=validation, verbose=t["verbose"])
-    steps_per_epoch = math.ceil(len(x) / t["batch_size"])
+    steps_per_epoch = steps.steps_per_epoch(x, t["batch_size"])
 
     current = model
     if "prune" in r or "distill" in r:
