@@ -179,6 +179,7 @@ def test_unlabelled_fit_with_metrics_scores_only_labelled_validation(digits):
     history = distiller.fit(x, epochs=3, verbose=0, validation_data=(xv, yv)).history
     assert "accuracy" not in history and "student_loss" in history
     assert history["student_loss"] == [0.0, 0.0, 0.0]  # no labels, no label loss
+    assert np.allclose(history["loss"], history["distillation_loss"])  # not scaled by 1 - w
     assert history["val_accuracy"][-1] > 0.6  # learned from the teacher alone
     assert history["val_student_loss"][-1] > 0
 

@@ -53,6 +53,16 @@ def test_digits_cnn_is_int8_end_to_end_and_as_accurate(digits_qat, digits_tflite
     assert int8_accuracy >= float_accuracy - 0.005, (float_accuracy, int8_accuracy)
 
 
+def test_exports_keep_the_float_models_output_and_input_names(digits_qat):
+    """An app reads outputs by name: QAT must not rename `logits` to its wrapper's name."""
+    model, qat = digits_qat[:2]
+    float_runner = interpreter(tfc.export.to_tflite(model)).get_signature_runner()
+    qat_runner = interpreter(tfc.export.to_tflite(qat, mode="int8")).get_signature_runner()
+    assert list(qat_runner.get_output_details()) == list(float_runner.get_output_details()) == [
+        "logits"]
+    assert list(qat_runner.get_input_details()) == list(float_runner.get_input_details())
+
+
 def test_int8_io_has_no_quantize_ops_at_all(digits_qat):
     _, qat, xt, yt = digits_qat
     content = tflite_bytes(qat, int8_io=True)
@@ -316,6 +326,15 @@ def test_tfmot_quantization_names():
         assert getattr(k, name) is getattr(Q, name)
     for name in ("LastValueQuantizer", "MovingAverageQuantizer", "AllValuesQuantizer"):
         assert getattr(k.quantizers, name) is getattr(Q, name)
+    # TFMOT's positional name prefix
+    model = keras.Sequential([keras.Input((4,)), L.Dense(8, name="hidden"), L.Dense(2)])
+    assert "q_hidden" in [l.name for l in k.quantize_model(model, "q_").layers]
+    annotated = k.quantize_annotate_model(model)
+    plain = k.quantize_apply(annotated, Q.Default8BitQuantizeScheme(), "")
+    assert "hidden" in [l.name for l in plain.layers]
+    plain(np.ones((1, 4), "float32"))
+    with pytest.raises(ValueError, match="quantized_layer_name_prefix"):
+        k.quantize_model(model, 1)
 
 
 def test_quantizers_match_numpy():

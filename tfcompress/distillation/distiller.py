@@ -207,7 +207,7 @@ class Distiller(keras.Model):
             student_loss = self._compile_loss(y, y_pred, sample_weight)
         distillation_loss = ops.convert_to_tensor(0.0)
         pending_metrics = []
-        if self.student_loss_weight < 1:
+        if self.student_loss_weight < 1 or y is None:
             teacher_features = [extract(x) for extract in self._teacher_extractors]
             for i, term in enumerate(self._terms):
                 value = ops.convert_to_tensor(0.0)
@@ -227,8 +227,10 @@ class Distiller(keras.Model):
                     value = value + self.teacher_weights[k] * part
                 pending_metrics.append((self.component_trackers[i], value))
                 distillation_loss = distillation_loss + term["weight"] * value
-        total = (self.student_loss_weight * ops.cast(student_loss, "float32")
-                 + (1.0 - self.student_loss_weight) * distillation_loss)
+        # Without labels (`fit(x)`) the distillation loss is the whole loss.
+        label_weight = self.student_loss_weight if y is not None else 0.0
+        total = (label_weight * ops.cast(student_loss, "float32")
+                 + (1.0 - label_weight) * distillation_loss)
         regularization = [ops.sum(ops.cast(l, "float32")) for l in self.student.losses]
         if regularization:
             total = total + ops.sum(ops.stack(regularization))

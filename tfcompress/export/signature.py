@@ -16,7 +16,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from tfcompress.core import is_graph_model
+from tfcompress.core import WeightWrapper, is_graph_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,10 +192,22 @@ def name_outputs(model, outputs):
     flat = keras.tree.flatten(outputs)
     names = getattr(model, "output_names", None)
     if isinstance(model, keras.Sequential):
-        names = [model.layers[-1].name]
+        names = [_unwrapped(model.layers[-1]).name]
+    elif getattr(model, "outputs", None):
+        # An output layer wrapped for pruning or QAT keeps its own name, so
+        # apps read the same output names from every export of a model.
+        history = [getattr(t, "_keras_history", None) for t in model.outputs]
+        if all(h is not None for h in history):
+            names = [_unwrapped(h.operation).name for h in history]
     if not names or len(names) != len(flat) or len(set(names)) != len(names):
         names = [f"output_{i}" for i in range(len(flat))]
     return dict(zip(names, flat))
+
+
+def _unwrapped(layer):
+    while isinstance(layer, WeightWrapper):
+        layer = layer.layer
+    return layer
 
 
 def write(model, directory):

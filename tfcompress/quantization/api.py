@@ -90,7 +90,8 @@ def quantize_annotate_model(to_annotate):
     return map_layers(to_annotate, annotate)
 
 
-def quantize_model(to_quantize, quantize_config=None, scheme=None, full_integer=False):
+def quantize_model(to_quantize, quantized_layer_name_prefix="quant_", *, scheme=None,
+                   full_integer=False):
     """Returns a quantization-aware copy of a Sequential/functional model (TFMOT's function).
 
     Fake-quant goes where the TFLite converter turns the model into int8
@@ -104,8 +105,9 @@ def quantize_model(to_quantize, quantize_config=None, scheme=None, full_integer=
 
     Args:
         to_quantize: a Sequential or functional Keras model (built).
-        quantize_config: accepted for TFMOT compatibility; must be None
-            (annotate layers with `quantize_annotate_layer` instead).
+        quantized_layer_name_prefix: the wrappers are named
+            `<prefix><layer name>`. Exported output names stay the layer's
+            own either way.
         scheme: `Default8BitQuantizeScheme()` (default) or
             `Default8BitPrunePreserveQuantizeScheme()` for pruned models.
         full_integer: raise instead of leaving unsupported layers float.
@@ -120,15 +122,13 @@ def quantize_model(to_quantize, quantize_config=None, scheme=None, full_integer=
     qat = tfc.quantization.quantize_model(model)
     ```
     """
-    if quantize_config is not None:
-        raise ValueError("quantize_model takes no quantize_config; annotate layers with "
-                         "quantize_annotate_layer(layer, config) and call quantize_apply.")
     _check_model(to_quantize)
-    return quantize_apply(to_quantize, scheme=scheme, full_integer=full_integer,
-                          _annotate_all=True)
+    return quantize_apply(to_quantize, scheme, quantized_layer_name_prefix,
+                          full_integer=full_integer, _annotate_all=True)
 
 
-def quantize_apply(model, scheme=None, full_integer=False, _annotate_all=False):
+def quantize_apply(model, scheme=None, quantized_layer_name_prefix="quant_", *,
+                   full_integer=False, _annotate_all=False):
     """Quantizes the annotated layers of a model (TFMOT's function).
 
     Layers wrapped by `quantize_annotate_layer` / `quantize_annotate_model`
@@ -164,7 +164,11 @@ def quantize_apply(model, scheme=None, full_integer=False, _annotate_all=False):
                          "annotate layers with quantize_annotate_layer first.")
     if isinstance(model, keras.Sequential):
         model = keras.Model(model.inputs, model.outputs, name=model.name)
-    return _Transform(model, _annotate_all, full_integer, scheme.preserve_sparsity).run()
+    if not isinstance(quantized_layer_name_prefix, str):
+        raise ValueError("quantized_layer_name_prefix must be a string, got "
+                         f"{quantized_layer_name_prefix!r}.")
+    return _Transform(model, _annotate_all, full_integer, scheme.preserve_sparsity,
+                      quantized_layer_name_prefix).run()
 
 
 def quantize_scope(*args):
@@ -211,8 +215,9 @@ def _check_model(model):
 class _Transform:
     """Rebuilds a functional graph with quantized layers and fake-quant nodes."""
 
-    def __init__(self, model, annotate_all, full_integer, preserve_sparsity):
+    def __init__(self, model, annotate_all, full_integer, preserve_sparsity, prefix):
         self.model = model
+        self.prefix = prefix
         self.annotate_all = annotate_all
         self.full_integer = full_integer
         self.preserve_sparsity = preserve_sparsity
@@ -344,7 +349,8 @@ class _Transform:
         return self._wrap(copy_layer(layer), config)
 
     def _wrap(self, layer, config):
-        return QuantizeWrapper(layer, config, preserve_sparsity=self.preserve_sparsity)
+        return QuantizeWrapper(layer, config, preserve_sparsity=self.preserve_sparsity,
+                               name=f"{self.prefix}{layer.name}")
 
     def _separable(self, layer, quantize_output):
         """TFLite runs SeparableConv2D as DEPTHWISE_CONV_2D then a 1x1 CONV_2D; the
