@@ -28,6 +28,8 @@ def _dense():
     ({"train": {"optimizer": "adamax2"}}, ["train.optimizer", "sgd"]),
     ({"train": {"loss": "no_such_loss"}}, ["train.loss"]),
     ({"quantize": {"preserve_sparsity": "yes"}}, ["quantize.preserve_sparsity", "true"]),
+    ({"prune": {"final_sparsity": 0.5, "skip_layers": "click"}}, ["prune.skip_layers",
+                                                                  "layer names"]),
     ({"distill": {"temperature": 2.0}}, ["distill.teacher", "required"]),
     ({"distill": {"teacher": "t.keras", "loss": "kl"}}, ["distill.loss", "logits", "binary",
                                                          "listwise", "pairwise"]),
@@ -227,3 +229,16 @@ def test_run_on_dict_inputs_spreads_the_schedule_over_every_step(tmp_path, click
              for e in acc.Tensors("pruning/global_sparsity")}
     assert sorted(curve) == [0, 12, 24, 36]
     assert 0.1 < curve[12] < 0.45 and abs(curve[36] - 0.5) < 0.01, curve  # 0.43 at step 12
+
+
+def test_skip_layers_stay_dense_and_unknown_names_are_errors():
+    from tfcompress import examples
+
+    r = {"prune": {"final_sparsity": 0.5, "end_step": 10, "skip_layers": ["interaction"]}}
+    model, _ = recipe.prepare(examples.click_model(), r)
+    wrapped = {l.layer.name for l in model.layers if isinstance(l, pruning.PruneLowMagnitude)}
+    assert {"user_embedding", "item_embedding", "context_embedding"} <= wrapped
+    assert "interaction" not in wrapped and "interaction" in [l.name for l in model.layers]
+    r["prune"]["skip_layers"] = ["interactoin"]
+    with pytest.raises(ValueError, match=r"prune.skip_layers.*interactoin.*user_embedding"):
+        recipe.prepare(examples.click_model(), r)

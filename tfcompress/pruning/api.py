@@ -35,8 +35,10 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
             functional `keras.Model`.
         pruning_schedule: a `PruningSchedule` (default `ConstantSparsity(0.5, 0)`).
         block_size, block_pooling_type, sparsity_m_by_n: see `PruneLowMagnitude`.
-        **kwargs: passed to `PruneLowMagnitude` (layer inputs only), e.g.
-            `weight_names=["kernel"]`.
+        **kwargs: passed to `PruneLowMagnitude`, e.g. `weight_names=["kernel"]`.
+            On a model, `weight_names` may be a dict keyed by layer name or
+            class name; an empty list leaves that layer unpruned, e.g.
+            `weight_names={"click": []}`.
 
     Example:
 
@@ -80,6 +82,8 @@ def _wrap(layer, params, kwargs):
     if isinstance(layer, PruneLowMagnitude):
         return copy_layer(layer)
     names = _weight_names_for(layer, kwargs)
+    if names is not None and not list(names):
+        return copy_layer(layer)  # asked to leave this layer dense
     if names is None and not registry.is_prunable(layer):
         if layer.weights and not isinstance(layer, registry.PASSTHROUGH):
             raise registry.unsupported_error(layer)

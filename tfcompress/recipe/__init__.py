@@ -7,7 +7,8 @@ just writes the model and the report):
 recipe = {
     "prune": {"final_sparsity": 0.8, "initial_sparsity": 0.0, "begin_step": 0,
               "end_step": None, "frequency": None, "power": 3,
-              "block_size": [1, 1], "m_by_n": None, "epochs": 5},
+              "block_size": [1, 1], "m_by_n": None, "skip_layers": [],
+              "epochs": 5},
     "quantize": {"preserve_sparsity": True, "epochs": 2, "learning_rate": None},
     "distill": {"teacher": "teacher.keras", "loss": "logits", "temperature": 4.0,
                 "student_loss_weight": 0.3, "epochs": 5},

@@ -22,7 +22,7 @@ _FROM_LOGITS_LOSSES = {"sparse_categorical_crossentropy": "SparseCategoricalCros
 SCHEMA = {
     "prune": {"final_sparsity": _REQUIRED, "initial_sparsity": 0.0, "begin_step": 0,
               "end_step": None, "frequency": None, "power": 3, "block_size": [1, 1],
-              "m_by_n": None, "epochs": 1},
+              "m_by_n": None, "skip_layers": [], "epochs": 1},
     "quantize": {"preserve_sparsity": True, "epochs": 1, "learning_rate": None,
                  "full_integer": False},
     "distill": {"teacher": _REQUIRED, "loss": "logits", "temperature": None,
@@ -198,6 +198,11 @@ def _check_prune(s):
     if m_by_n is not None and list(block) != [1, 1]:
         raise ValueError("'prune.m_by_n' and 'prune.block_size' cannot be combined; keep "
                          "block_size [1, 1] with m_by_n.")
+    skip = s["skip_layers"]
+    if not isinstance(skip, (list, tuple)) or not all(isinstance(n, str) and n for n in skip):
+        _fail("prune", "skip_layers", skip, "a list of layer names to leave dense, e.g. "
+              "['click']")
+    s["skip_layers"] = list(skip)
     s["block_size"] = list(block)
     s["m_by_n"] = None if m_by_n is None else list(m_by_n)
 

@@ -66,9 +66,15 @@ def _prune(model, r, steps=None):
     from tfcompress import pruning
 
     p = r["prune"]
+    names = [layer.name for layer in model._flatten_layers(include_self=False)]
+    unknown = [n for n in p["skip_layers"] if n not in names]
+    if unknown:
+        raise ValueError(f"'prune.skip_layers': the model has no layer {unknown}; its layers: "
+                         f"{', '.join(names)}.")
+    kwargs = {"weight_names": {n: [] for n in p["skip_layers"]}} if p["skip_layers"] else {}
     pruned = pruning.prune_low_magnitude(
         model, pruning_schedule=pruning_schedule(r, steps), block_size=tuple(p["block_size"]),
-        sparsity_m_by_n=None if p["m_by_n"] is None else tuple(p["m_by_n"]))
+        sparsity_m_by_n=None if p["m_by_n"] is None else tuple(p["m_by_n"]), **kwargs)
     return pruned, [pruning.UpdatePruningStep()]
 
 
