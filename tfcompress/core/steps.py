@@ -74,6 +74,12 @@ def steps_per_epoch(x, batch_size):
     return math.ceil(len(keras.tree.flatten(x)[0]) / batch_size)
 
 
+def stored_step(wrappers):
+    """The latest step the step-driven `wrappers` have saved (0 before any)."""
+    return max((int(np.asarray(w.step_variable())) for w in wrappers
+                if w.built and w.step_variable() is not None), default=0)
+
+
 def find(model, cls):
     """All layers of type `cls` inside `model`, nested models included."""
     if isinstance(model, cls):
@@ -120,10 +126,7 @@ class StepCallback(keras.callbacks.Callback):
             self._counter = None
         else:
             bind(self.wrappers, CALLBACK_COUNTER)
-            self._counter = max(
-                [int(np.asarray(w.step_variable())) for w in self.wrappers if w.built]
-                or [0]
-            )
+            self._counter = stored_step(self.wrappers)
 
     def on_train_batch_end(self, batch=None, logs=None):
         if not self._checked:

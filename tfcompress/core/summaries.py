@@ -81,9 +81,7 @@ class Summaries(keras.callbacks.TensorBoard):
             return int(np.asarray(optimizer.iterations))
         # A custom loop without `model.optimizer`: the step-driven wrappers'
         # own counters (see `steps.StepCallback`).
-        counters = [int(np.asarray(w.step_variable())) for w in steps.find(self.model, WeightWrapper)
-                    if w.built and w.step_variable() is not None]
-        return max(counters, default=0)
+        return steps.stored_step(steps.find(self.model, WeightWrapper))
 
     def _writer(self, name, charts):
         if name not in self._section_writers:

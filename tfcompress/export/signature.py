@@ -192,22 +192,20 @@ def name_outputs(model, outputs):
     flat = keras.tree.flatten(outputs)
     names = getattr(model, "output_names", None)
     if isinstance(model, keras.Sequential):
-        names = [_unwrapped(model.layers[-1]).name]
+        names = [_computing_layer(model.layers[-1]).name]
     elif getattr(model, "outputs", None):
         # An output layer wrapped for pruning or QAT keeps its own name, so
         # apps read the same output names from every export of a model.
         history = [getattr(t, "_keras_history", None) for t in model.outputs]
         if all(h is not None for h in history):
-            names = [_unwrapped(h.operation).name for h in history]
+            names = [_computing_layer(h.operation).name for h in history]
     if not names or len(names) != len(flat) or len(set(names)) != len(names):
         names = [f"output_{i}" for i in range(len(flat))]
     return dict(zip(names, flat))
 
 
-def _unwrapped(layer):
-    while isinstance(layer, WeightWrapper):
-        layer = layer.layer
-    return layer
+def _computing_layer(layer):
+    return layer.computing_layer() if isinstance(layer, WeightWrapper) else layer
 
 
 def write(model, directory):
