@@ -1,13 +1,8 @@
-"""The `tfcompress` command line.
+"""The `tfcompress` command line: what each command does once its arguments are parsed.
 
-```
-tfcompress demo    [--out DIR] [--epochs N] [--prune-epochs N] [--qat-epochs N] [--sparsity S]
-tfcompress convert MODEL.keras --to MODE --out PATH [--data D.npz] [--io-type T] [--sparse]
-                   [--overwrite] [--unsafe]
-tfcompress inspect FILE.tflite
-tfcompress report  MODEL_OR_ARTIFACT [MORE ...] --data D.npz [--metric accuracy] [--unsafe]
-tfcompress run     RECIPE --model M.keras --data D.npz --out DIR [--overwrite] [--unsafe]
-```
+The arguments are parsed by `tfcompress_cli` (standard library only, so
+`--help` answers without loading TensorFlow); `tfcompress_cli.main` then calls
+`run` here.
 
 A `D.npz` file holds numpy arrays: `x` (or one array per model input, named
 after the input) and, optionally, the labels `y`. Write one with
@@ -20,145 +15,40 @@ with status 1 (`--debug` shows the traceback instead); a mistyped command line
 gets argparse's usage line and status 2.
 """
 
-import argparse
 import gzip
 import os
 import sys
-import textwrap
-
-TARGETS = ("float", "dynamic", "float16", "int8", "int16x8", "saved_model")
-_RAW = argparse.RawDescriptionHelpFormatter
-
-
-def _wrap(text):
-    return textwrap.fill(text, 79)
 
 
 class CommandError(Exception):
     """A problem with the command's arguments or files, reported as one line."""
 
 
-def _parser():
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the traceback on errors")
-    parser = argparse.ArgumentParser(
-        prog="tfcompress", formatter_class=_RAW,
-        description=_wrap("Compress Keras 3 models: pruning, quantization-aware "
-                          "training, TFLite/SavedModel export, and a report that "
-                          "compares them."),
-        epilog="Run `tfcompress COMMAND --help` for a command's options and examples.")
-    parser.add_argument("--debug", action="store_true", help="show the traceback on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    unsafe = argparse.ArgumentParser(add_help=False)  # for commands that load models
-    unsafe.add_argument("--unsafe", action="store_true",
-                        help="allow loading models (and a recipe's teacher) with Python code "
-                             "in them (Lambda layers); only for files you trust")
-
-    demo = sub.add_parser(
-        "demo", parents=[common],
-        help="distil, prune, QAT and export a CNN on scikit-learn digits; print a report",
-        description="Train a teacher CNN on scikit-learn's digits, distil it into a small "
-                    "CNN while pruning that to 80% sparsity inside fit, train it "
-                    "quantization-aware, export int8 TFLite and a SavedModel, verify them "
-                    "in LiteRT and print a size/accuracy table.")
-    demo.add_argument("--out", default="tfcompress_demo", help="output directory")
-    demo.add_argument("--epochs", type=int, default=15, help="teacher training epochs")
-    demo.add_argument("--prune-epochs", type=int, default=10,
-                      help="distillation + pruning epochs")
-    demo.add_argument("--qat-epochs", type=int, default=3, help="quantization-aware epochs")
-    demo.add_argument("--sparsity", type=float, default=0.8, help="final sparsity in [0, 1)")
-
-    convert = sub.add_parser(
-        "convert", parents=[common, unsafe], formatter_class=_RAW,
-        help="convert a .keras model to TFLite (five modes) or a SavedModel",
-        description=_wrap("Convert a Keras model file to a TFLite flatbuffer or a "
-                          "SavedModel (serving_default signature). Pruning wrappers are "
-                          "stripped; a quantization-aware model converts to int8 without "
-                          "--data. With --data, the result is also verified against the "
-                          "Keras model."),
-        epilog="examples:\n"
-               "  tfcompress convert model.keras --to int8 --out model.tflite --data calib.npz\n"
-               "  tfcompress convert model.keras --to dynamic --out model.tflite\n"
-               "  tfcompress convert model.keras --to saved_model --out serving/model/1")
-    convert.add_argument("model", metavar="MODEL.keras", help="the Keras model file")
-    convert.add_argument("--to", required=True, choices=TARGETS, metavar="MODE",
-                         help=f"one of {', '.join(TARGETS)}: float32, int8 weights with "
-                              "float activations, float16 weights, full integer, int16 "
-                              "activations with int8 weights, or a SavedModel directory")
-    convert.add_argument("--out", required=True, metavar="PATH",
-                         help="the .tflite file (or SavedModel directory) to write")
-    convert.add_argument("--data", metavar="D.npz",
-                         help="sample inputs: calibrate --to int8/int16x8 (first 200 "
-                              "samples), then verify the result on all of them")
-    convert.add_argument("--io-type", default="float", choices=("float", "int8", "uint8"),
-                         help="with --to int8: make the model's float inputs and outputs "
-                              "int8 or uint8 too (default: float)")
-    convert.add_argument("--sparse", action="store_true",
-                         help="encode pruned (mostly zero) weights sparsely (TFLite only)")
-    convert.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-
-    inspect = sub.add_parser(
-        "inspect", parents=[common], formatter_class=_RAW,
-        help="show what a .tflite file computes in: ops, dtypes, sizes, inputs/outputs",
-        description=_wrap("Print a .tflite file's size and gzip size, its weights by "
-                          "dtype, every op with the dtypes it runs on (int8, float, "
-                          "hybrid, ...), and its signature's inputs and outputs with "
-                          "their quantization."),
-        epilog="example:\n  tfcompress inspect model.tflite")
-    inspect.add_argument("file", metavar="FILE.tflite", help="the TFLite flatbuffer")
-
-    report = sub.add_parser(
-        "report", parents=[common, unsafe], formatter_class=_RAW,
-        help="compare models and artifacts: parameters, sparsity, bytes, latency, metric",
-        description=_wrap("Measure each Keras model file, .tflite file or SavedModel "
-                          "directory on the same labelled data and print one markdown "
-                          "table: parameters, non-zeros, sparsity, bytes, gzip bytes, "
-                          "TFLite bytes, batch-1 latency and the metric. Rows are named "
-                          "after the files."),
-        epilog="example:\n"
-               "  tfcompress report dense.keras pruned.keras model_int8.tflite --data test.npz")
-    report.add_argument("models", nargs="+", metavar="MODEL_OR_ARTIFACT",
-                        help=".keras/.h5 files, .tflite files, SavedModel directories")
-    report.add_argument("--data", required=True, metavar="D.npz",
-                        help="labelled data: arrays x (or one per input name) and y")
-    report.add_argument("--metric", default="accuracy",
-                        help="accuracy (default), auc, or a Keras metric name such as mse")
-    report.add_argument("--output", metavar="NAME",
-                        help="which output the metric scores, for multi-output models")
-    report.add_argument("--max-samples", type=int, metavar="N",
-                        help="score at most N samples (default: all)")
-
-    run = sub.add_parser(
-        "run", parents=[common, unsafe], formatter_class=_RAW,
-        help="run a recipe (prune, QAT, distil, export) and write artifacts + report",
-        description=_wrap("Run a recipe file (JSON, or YAML with PyYAML installed) on a "
-                          "Keras model: distil and/or prune, then quantization-aware "
-                          "training, then export. Writes model.keras, the .tflite files, "
-                          "saved_model/ and report.md into --out, and prints the report. "
-                          "See tfcompress.recipe for the format."),
-        epilog="example:\n"
-               "  tfcompress run recipe.json --model model.keras --data train.npz --out out/")
-    run.add_argument("recipe", metavar="RECIPE", help="the recipe file (.json, .yaml, .yml)")
-    run.add_argument("--model", required=True, metavar="M.keras", help="the model to compress")
-    run.add_argument("--data", required=True, metavar="D.npz",
-                     help="arrays x, y and optionally x_val, y_val (validation) and "
-                          "x_test, y_test (the report; else x_val, y_val, else x, y)")
-    run.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    run.add_argument("--overwrite", action="store_true",
-                     help="replace artifacts already in --out")
-    return parser
-
-
 def main(argv=None):
-    args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Runs the command line (what the `tfcompress` command runs); returns the exit status.
+
+    Example:
+
+    ```python
+    from tfcompress import cli
+    status = cli.main(["inspect", "no-such-file.tflite"])  # prints one error line
+    ```
+    """
+    import tfcompress_cli
+
+    return tfcompress_cli.main(argv)
+
+
+def run(args):
+    """Runs the parsed command `args` (from `tfcompress_cli.parser()`); returns the exit status."""
     try:
         if args.command == "demo":
             from tfcompress import demo
 
-            demo.run(out_dir=args.out, epochs=args.epochs, prune_epochs=args.prune_epochs,
-                     sparsity=args.sparsity, qat_epochs=args.qat_epochs)
+            epochs = (3, 2, 1) if args.quick else (args.epochs, args.prune_epochs,
+                                                   args.qat_epochs)
+            demo.run(out_dir=args.out, epochs=epochs[0], prune_epochs=epochs[1],
+                     qat_epochs=epochs[2], sparsity=args.sparsity)
         else:
             {"convert": _convert, "inspect": _inspect, "report": _report,
              "run": _run}[args.command](args)

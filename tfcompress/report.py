@@ -18,7 +18,9 @@ SavedModel. Every row is measured the same way on the same labelled data:
   `invoke` on one thread for `.tflite`, `model(x[:1], training=False)` traced
   once with `tf.function` for Keras, the `serving_default` signature for a
   SavedModel.
-- the metric (`"accuracy"` by default), on the given data.
+- the metric, on the given data: the model's compiled metric, else one that
+  fits its output (accuracy for classes, AUC for one 0/1 output, MSE for
+  regression), or the one asked for.
 
 ```python
 import keras
@@ -35,20 +37,22 @@ print(report.to_markdown(table))
 ```
 """
 
+import contextlib
 import gzip
 import os
 import tempfile
+import zipfile
 
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tfcompress.export import census, signature
+from tfcompress.export import census, metrics, signature
 from tfcompress.export import data as data_lib
 from tfcompress.export.artifact import open_artifact
 from tfcompress.export.verify import (
-    _accuracy, _directory_size, _keras_outputs, _median_ms, _SavedModel, _TFLite,
+    _directory_size, _keras_outputs, _median_ms, _SavedModel, _TFLite,
 )
 
 COLUMNS = (
@@ -105,8 +109,7 @@ def load_model(path, safe_mode=True):
     ```
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No model file at '{path}'.")
+    _check_keras_file(path)
     import tfcompress  # noqa: F401  (registers the wrapper classes with Keras)
 
     try:
@@ -121,7 +124,47 @@ def load_model(path, safe_mode=True):
         raise
 
 
-def compare(models, data, metric="accuracy", *, output=None, safe_mode=True,
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_keras_file(path):
+    """Names what is wrong with `path` when it cannot be a Keras model file."""
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise ValueError(
+                f"'{path}' is a SavedModel directory, not a Keras model file; Keras 3 "
+                "cannot load a SavedModel back as a model. Give the .keras file it was "
+                "exported from (model.save('model.keras')), or serve the SavedModel as "
+                "it is (keras.layers.TFSMLayer reads it for inference).")
+        raise ValueError(f"'{path}' is a directory, not a Keras model file (.keras or .h5).")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No model file at '{path}'.")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    lower = path.lower()
+    if lower.endswith((".h5", ".hdf5")):
+        if head != _HDF5_SIGNATURE:
+            raise ValueError(
+                f"'{path}' exists but is not a valid HDF5 (.h5) model file (no HDF5 "
+                "signature: truncated, or another format). Re-save the model, "
+                "preferably as model.save('model.keras').")
+        return
+    if not zipfile.is_zipfile(path):
+        kind = "a TFLite flatbuffer" if head[4:8] == b"TFL3" else (
+            "an HDF5 file (rename it to .h5)" if head == _HDF5_SIGNATURE else
+            "not a zip archive: truncated, or another format")
+        raise ValueError(
+            f"'{path}' exists but is not a valid .keras file ({kind}). A .keras file "
+            "is the zip archive that model.save('model.keras') writes; save the model "
+            "again.")
+    with zipfile.ZipFile(path) as archive:
+        if "config.json" not in archive.namelist():
+            raise ValueError(
+                f"'{path}' is a zip archive but not a Keras model (no config.json "
+                "inside); a .keras file is what model.save('model.keras') writes.")
+
+
+def compare(models, data, metric=None, *, output=None, safe_mode=True,
             max_samples=None, latency_runs=100, num_threads=1):
     """Measures every model in `models` on `data`; returns a `pandas.DataFrame`, one row each.
 
@@ -135,12 +178,20 @@ def compare(models, data, metric="accuracy", *, output=None, safe_mode=True,
         data: labelled samples, `(x, y)` with `x` an array, or a dict
             `{input name: array}` for multi-input models; or a finite
             `tf.data.Dataset` of `(x, y)` elements, batched or not. `y` holds
-            class ids (or 0/1 for one sigmoid output).
-        metric: `"accuracy"` (top-1 for several classes; one output is read as
-            a probability with a 0.5 threshold, or as a logit when its values
+            class ids or one-hot rows, 0/1 for one sigmoid output, or targets
+            for regression; for several outputs, a dict keyed by output name
+            or a list in output order (else one array for the scored output).
+        metric: None (default) takes the first Keras model's compiled metric,
+            else chooses from the output and labels: `"accuracy"` for classes,
+            `"auc"` for one 0/1 output, the compiled loss or `"mse"` for
+            regression (see `tfcompress.export.metrics`). Or ask for one:
+            `"accuracy"` (top-1 for several classes; one output is read as a
+            probability with a 0.5 threshold, or as a logit when its values
             leave [0, 1]), `"auc"` (one-vs-rest, averaged, for several
             classes), or any Keras metric name or instance, e.g. `"mse"` or
-            `keras.metrics.Precision()`. The column is named after it.
+            `keras.metrics.Precision()`. The column is named after it. A
+            metric that cannot score the output (accuracy on a regression)
+            is an error.
         output: the output to score, by name, for models with several
             outputs (default: the only output, else the first Keras model's
             first output).
@@ -179,25 +230,27 @@ def compare(models, data, metric="accuracy", *, output=None, safe_mode=True,
             "compare() takes a non-empty dict {row name: model}, e.g. "
             f"{{'dense': model, 'int8': 'model.tflite'}}; got {got}."
         )
-    column, score = _metric(metric)
-    rows, names, reference = [], [], output
+    rows, names, measured_rows = [], [], []
     for name, model in models.items():
-        try:
-            measured = _measure(model, data, safe_mode, max_samples, latency_runs, num_threads)
-            chosen = _pick(measured.pop("outputs"), reference, output is not None,
-                           measured.pop("keras"))
+        with _row_errors(name):
+            measured_rows.append((name, model, _measure(
+                model, data, safe_mode, max_samples, latency_runs, num_threads)))
+    reference, column, score, compiled = output, None, None, None
+    for name, model, measured in measured_rows:
+        with _row_errors(name):
+            is_keras = measured.pop("keras")
+            names_out = measured.pop("outputs")
+            chosen = _pick(names_out, reference, output is not None, is_keras)
+            outputs = measured.pop("scored")[chosen]
+            labels = metrics.labels_for(measured.pop("labels"), chosen, names_out)
+            if score is None:  # the first row decides the metric, for every row
+                compiled = _compiled(models, chosen)
+                wanted = metric if metric is not None else metrics.choose(
+                    outputs, labels, compiled)
+                metrics.check(wanted, outputs, labels, chosen)
+                column, score = metrics.scorer(wanted)
             reference = reference or chosen
-            outputs, labels = measured.pop("scored")[chosen], measured.pop("labels")
             measured[column] = score(outputs, labels)
-        except UnsafeModelError:
-            raise
-        except Exception as error:
-            message = f"row '{name}': {error}"
-            try:
-                wrapped = type(error)(message)
-            except Exception:
-                wrapped = RuntimeError(message)
-            raise wrapped from error
         rows.append(measured)
         names.append(str(name))
     frame = pd.DataFrame.from_records(rows, index=pd.Index(names, name="model"))
@@ -451,60 +504,27 @@ def _pick(names, wanted, explicit, is_keras):
     )
 
 
-def _metric(metric):
-    """(column name, score(outputs, labels) -> float)."""
-    if isinstance(metric, str) and metric.lower() == "accuracy":
-        return "accuracy", _accuracy
-    if isinstance(metric, str) and metric.lower() == "auc":
-        return "auc", _auc
+def _compiled(models, output_name):
+    """The compiled metric and loss of the first Keras model (object or `.keras` file) in `models`."""
+    for model in models.values():
+        if isinstance(model, keras.Model):
+            return metrics.compiled_metric(model, output_name=output_name)
+        if isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(".keras"):
+            return metrics.compiled_metric(path=model, output_name=output_name)
+    return None
+
+
+@contextlib.contextmanager
+def _row_errors(name):
+    """Re-raises an error with the row's name in front (same type where it allows)."""
     try:
-        found = keras.metrics.get(metric)
-    except (ValueError, TypeError):
-        raise ValueError(
-            f"Unknown metric={metric!r}. Use 'accuracy', 'auc', or a Keras metric "
-            "name or instance, e.g. 'mse', 'sparse_categorical_accuracy' or "
-            "keras.metrics.Precision()."
-        ) from None
-    if isinstance(found, keras.metrics.Metric):
-        def score(outputs, labels):
-            fresh = type(found).from_config(found.get_config())
-            fresh.update_state(*_same_rank(labels, outputs))
-            return float(keras.ops.convert_to_numpy(fresh.result()))
-
-        return found.name, score
-    name = metric if isinstance(metric, str) else getattr(found, "__name__", "metric")
-    return name, lambda outputs, labels: float(np.mean(keras.ops.convert_to_numpy(
-        found(*_same_rank(labels, outputs)))))
-
-
-def _same_rank(labels, outputs):
-    """Labels of shape (n,) for an output of shape (n, 1) get the output's shape, as in `fit`."""
-    labels, outputs = np.asarray(labels), np.asarray(outputs)
-    if outputs.ndim == labels.ndim + 1 and outputs.shape[-1] == 1:
-        labels = labels.reshape(outputs.shape).astype(outputs.dtype)
-    return labels, outputs
-
-
-def _auc(outputs, labels):
-    scores = np.asarray(outputs, "float32").reshape(len(outputs), -1)
-    labels = np.asarray(labels)
-    if scores.shape[1] == 1:
-        logits = bool(scores.min() < 0 or scores.max() > 1)
-        metric = keras.metrics.AUC(from_logits=logits)
-        metric.update_state(labels.reshape(-1, 1).astype("float32"), scores)
-        return float(metric.result())
-    classes = scores.shape[1]
-    if labels.shape != scores.shape:
-        ids = labels.reshape(-1).astype("int64")
-        if ids.min() < 0 or ids.max() >= classes:
-            raise ValueError(
-                f"labels must be class ids in [0, {classes}) for a {classes}-class "
-                f"output; got values from {ids.min()} to {ids.max()}."
-            )
-        labels = np.eye(classes, dtype="float32")[ids]
-    probabilities = scores.min() >= 0 and np.allclose(scores.sum(axis=1), 1, atol=1e-3)
-    if not probabilities:
-        scores = np.asarray(keras.ops.softmax(scores, axis=-1))
-    metric = keras.metrics.AUC(multi_label=True, num_labels=classes)
-    metric.update_state(labels, scores)
-    return float(metric.result())
+        yield
+    except UnsafeModelError:
+        raise
+    except Exception as error:
+        message = f"row '{name}': {error}"
+        try:
+            wrapped = type(error)(message)
+        except Exception:
+            wrapped = RuntimeError(message)
+        raise wrapped from error

@@ -33,7 +33,10 @@ def open_artifact(artifact, accepted, keras_files=False):
     path = os.fspath(artifact)
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise ValueError(f"'{path}' is a directory but not a SavedModel (no saved_model.pb).")
+            raise ValueError(
+                f"'{path}' is a directory but not a SavedModel (it has no saved_model.pb); "
+                "give the directory that tfcompress.export.to_saved_model (or "
+                "model.export) wrote, the one holding saved_model.pb and variables/.")
         return "saved_model", path, path
     if not os.path.exists(path):
         raise FileNotFoundError(f"No file or directory at '{path}'.")
@@ -44,4 +47,32 @@ def open_artifact(artifact, accepted, keras_files=False):
     if payload[4:8] != b"TFL3":
         keras_too = f" nor a Keras model ({', '.join(KERAS_SUFFIXES)})" if keras_files else ""
         raise ValueError(f"'{path}' is not a TFLite flatbuffer (no TFL3 identifier){keras_too}.")
+    check_flatbuffer(payload, path)
     return "tflite", path, payload
+
+
+def check_flatbuffer(payload, label):
+    """Raises ValueError when `payload` is not a whole, valid TFLite flatbuffer (e.g. truncated).
+
+    Example:
+
+    ```python
+    from tfcompress.export.artifact import check_flatbuffer
+    try:
+        check_flatbuffer(b"\\0\\0\\0\\0TFL3", "tiny.tflite")
+    except ValueError as error:
+        print(error)   # ... not a valid TFLite flatbuffer ...
+    ```
+    """
+    from ai_edge_litert import interpreter as litert
+
+    try:  # building an interpreter runs the flatbuffer verifier; no delegate, no tensors
+        litert.Interpreter(model_content=bytes(payload), experimental_op_resolver_type=(
+            litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    except ValueError as error:
+        if "flatbuffer" not in str(error).lower():
+            return  # readable, but e.g. an op this LiteRT lacks: left to the caller
+        raise ValueError(
+            f"'{label}' starts like a TFLite flatbuffer but is not a valid one "
+            f"({len(payload):,} bytes: truncated or corrupted, e.g. by an interrupted "
+            "copy); export it again, e.g. with tfcompress.export.to_tflite.") from None

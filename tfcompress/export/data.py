@@ -54,13 +54,24 @@ def features(data, inputs, role="data", max_samples=None, with_labels=False):
             )
         if max_samples is not None:
             arrays = {name: a[:max_samples] for name, a in arrays.items()}
-            labels = None if labels is None else np.asarray(labels)[:max_samples]
+            labels = _labels(labels, max_samples)
     arrays = {info.name: arrays[info.name].astype(info.dtype, copy=False) for info in inputs}
     if not len(next(iter(arrays.values()))):
         raise ValueError(f"{role} is empty; give at least one sample.")
     if with_labels:
-        return arrays, None if labels is None else np.asarray(labels)
+        return arrays, _labels(labels, None)
     return arrays
+
+
+def _labels(labels, max_samples):
+    """Labels as arrays: one array, a dict `{output name: array}`, or a list in output order."""
+    if labels is None:
+        return None
+    if isinstance(labels, dict):
+        return {name: np.asarray(v)[:max_samples] for name, v in labels.items()}
+    if isinstance(labels, (list, tuple)) and labels and np.ndim(labels[0]) >= 1:
+        return [np.asarray(v)[:max_samples] for v in labels]
+    return np.asarray(labels)[:max_samples]
 
 
 def samples(arrays):
@@ -185,5 +196,8 @@ def _from_dataset(dataset, inputs, role, max_samples):
         raise ValueError(f"{role} (a tf.data.Dataset) gave no samples.")
     arrays = {info.name: _check(np.concatenate([x[info.name] for x in xs]), info, role)
               for info in inputs}
-    labels = np.concatenate(ys) if with_labels else None
+    labels = tf.nest.map_structure(lambda *parts: np.concatenate(parts), *ys) \
+        if with_labels else None
+    if isinstance(labels, tuple):
+        labels = list(labels)
     return arrays, labels

@@ -19,6 +19,7 @@ import tensorflow as tf
 from tfcompress.export import census, signature
 from tfcompress.export import data as data_lib
 from tfcompress.export.artifact import open_artifact
+from tfcompress.export.metrics import choose, compiled_metric, labels_for, scorer
 
 _BATCH = 256
 _KIND_TITLES = {
@@ -43,8 +44,12 @@ class VerifyReport:
             classes), `"threshold 0.5"` (one probability, e.g. sigmoid) or
             `"sign"` (one logit).
         outputs: the same two numbers per output name.
-        keras_accuracy, artifact_accuracy: accuracy on the labels when `data`
-            is `(x, y)`, else None (first output).
+        metric, keras_score, artifact_score: when `data` is `(x, y)`, the
+            metric (the model's compiled one, else accuracy / AUC / MSE as
+            its first output fits, see `tfcompress.export.metrics`) and its
+            value for Keras and for the artifact; else None.
+        keras_accuracy, artifact_accuracy: the same values when the metric
+            is accuracy, else None.
         bytes, gzip_bytes: artifact size, raw and gzip-compressed.
         latency_ms: median time of one batch-1 inference (LiteRT `invoke`, one
             thread; for a SavedModel, a `serving_default` call).
@@ -77,6 +82,9 @@ class VerifyReport:
     outputs: dict
     keras_accuracy: float = None
     artifact_accuracy: float = None
+    metric: str = None
+    keras_score: float = None
+    artifact_score: float = None
     bytes: int = 0
     gzip_bytes: int = 0
     latency_ms: float = None
@@ -116,9 +124,9 @@ class VerifyReport:
             ("max abs diff vs Keras", f"{self.max_abs_diff:.3g}"),
             (f"agreement with Keras ({self.agreement_kind})", f"{self.agreement:.2%}"),
         ]
-        if self.keras_accuracy is not None:
-            rows.append(("accuracy: Keras / artifact",
-                         f"{self.keras_accuracy:.4f} / {self.artifact_accuracy:.4f}"))
+        if self.metric is not None:
+            rows.append((f"{self.metric}: Keras / artifact",
+                         f"{self.keras_score:.4f} / {self.artifact_score:.4f}"))
         rows += [("bytes", f"{self.bytes:,}"), ("gzip bytes", f"{self.gzip_bytes:,}")]
         if self.latency_ms is not None:
             rows.append((f"latency, batch 1 ({self.runtime})", f"{self.latency_ms:.4f} ms"))
@@ -217,8 +225,16 @@ def verify(artifact, keras_model, data, *, max_samples=None, num_threads=1, late
         report.runtime += ", no XNNPACK"
         report.notes.append(run.note)
     if labels is not None:
-        report.keras_accuracy = _accuracy(reference[first], labels)
-        report.artifact_accuracy = _accuracy(got[mapping[first]], labels)
+        names = list(reference)
+        wanted = labels_for(labels, first, names)
+        chosen = choose(reference[first], wanted, compiled_metric(keras_model, output_name=first))
+        report.metric, score = scorer(chosen)
+        report.keras_score = score(reference[first], wanted)
+        report.artifact_score = score(
+            np.asarray(got[mapping[first]], np.float32).reshape(reference[first].shape), wanted)
+        if report.metric == "accuracy":
+            report.keras_accuracy, report.artifact_accuracy = (report.keras_score,
+                                                               report.artifact_score)
     return report
 
 
@@ -385,15 +401,6 @@ def _decision(values):
 def _agreement(ref, out):
     kind, decide = _decision(ref)
     return kind, float(np.mean(decide(ref) == decide(out)))
-
-
-def _accuracy(outputs, labels):
-    kind, decide = _decision(outputs)
-    labels = np.asarray(labels)
-    if kind == "top-1":
-        return float(np.mean(decide(outputs) == labels.reshape(decide(outputs).shape)))
-    predicted = decide(outputs).reshape(-1)
-    return float(np.mean(predicted == (labels.reshape(-1) > 0.5)))
 
 
 def _median_ms(call, runs):
