@@ -168,13 +168,18 @@ def test_pruned_model_is_stripped_and_encoded_sparse(cnn, cnn_int8, digits, eval
     pruned.fit(x[:320], y[:320], batch_size=32, epochs=1, verbose=0,
                callbacks=[tfc.pruning.UpdatePruningStep()])
     assert tfc.pruning.sparsity_logs(pruned)["global_sparsity"] > 0.75
+    # XNNPack (LiteRT's default) cannot run sparse int8 FULLY_CONNECTED weights:
+    # refused at export time, naming the ops, instead of a file that fails on the phone.
+    with pytest.raises(ValueError, match="XNNPack delegate fails on FULLY_CONNECTED"):
+        export.to_tflite(pruned, mode="int8", representative_data=x[:100], sparse=True)
     # The wrapped model goes in as it is: to_tflite strips the wrappers itself.
-    flat = export.to_tflite(pruned, mode="int8", representative_data=x[:100], sparse=True)
+    dense16 = export.to_tflite(cnn, mode="float16")
+    flat = export.to_tflite(pruned, mode="float16", sparse=True)
     report = export.verify(flat, pruned, eval_x)
     assert report.sparse_tensors >= 3
     assert "DENSIFY" in [op.name for op in report.ops]
-    assert report.bytes < 0.85 * len(cnn_int8)  # same architecture, dense encoding
-    assert _compute_kinds(report) == {"int8"}
+    assert report.bytes < 0.85 * len(dense16)  # same architecture, dense encoding
+    assert not report.notes  # it ran in the default interpreter, XNNPack on
     assert report.agreement >= 0.97, report
 
 

@@ -12,14 +12,16 @@ builtins only: an op TFLite cannot run is an error that names it, not a Flex
 op that fails later on the device. `allow_tf_ops=True` opts in to TF Select.
 """
 
+import collections
 import os
 import re
 import tempfile
 import warnings
 
+import numpy as np
 import tensorflow as tf
 
-from tfcompress.export import _atomic, census, data, signature
+from tfcompress.export import _atomic, census, data, finite, signature
 
 MODES = ("float", "dynamic", "float16", "int8", "int16x8")
 IO_TYPES = ("float", "int8", "uint8")
@@ -52,11 +54,24 @@ def to_tflite(model, path=None, mode="float", representative_data=None, io_type=
             makes the float inputs and outputs of an `"int8"` model quantized
             too (integer inputs such as ids stay as they are).
         sparse: also encode pruned (mostly zero) weights sparsely
-            (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`).
+            (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`). The result is loaded
+            in LiteRT's default interpreter (XNNPack on) before it is
+            returned: XNNPack cannot run sparse-encoded weights in int8
+            (`"int8"`, `"dynamic"`) FULLY_CONNECTED layers, so such an export
+            is a `ValueError` that names the ops, and writes nothing. Float32
+            and float16 sparse exports load, and a model pruned with
+            `pruning_policy=tfc.pruning.PruneForLatencyOnXNNPack()` runs
+            faster with them on ARM CPUs (XNNPack's sparse inference; on
+            x86 CPUs with AVX XNNPack keeps its dense kernels).
         overwrite: replace an existing file at `path`.
         allow_tf_ops: allow TensorFlow ops that have no TFLite builtin, as TF
             Select (Flex) ops; the app then needs the Flex delegate.
         max_samples: at most this many calibration samples are used.
+
+    Raises:
+        ValueError: the model's variables (weights, masks, quantization
+            ranges) or the calibration samples hold NaN/Inf; the flatbuffer
+            would compute NaN or crash LiteRT, so nothing is written.
 
     Returns:
         The flatbuffer, as `bytes`.
@@ -87,6 +102,7 @@ def to_tflite(model, path=None, mode="float", representative_data=None, io_type=
         path = _atomic.check_target(path, overwrite)
 
     model = signature.prepare(model)
+    finite.check_model(model, "export")
     inputs = signature.inputs(model)
     qat = signature.is_quantization_aware(model)
     calibration = None
@@ -99,6 +115,7 @@ def to_tflite(model, path=None, mode="float", representative_data=None, io_type=
             )
         calibration = data.features(representative_data, inputs, "representative_data",
                                     max_samples=max_samples)
+        _check_finite_samples(calibration)
     elif mode in CALIBRATED and not (qat and mode == "int8"):
         example = ("x_train[:200]" if len(inputs) == 1
                    else "{" + ", ".join(f"'{i.name}': ..." for i in inputs) + "}")
@@ -118,11 +135,30 @@ def to_tflite(model, path=None, mode="float", representative_data=None, io_type=
         _configure(converter, mode, calibration, io_type, sparse, allow_tf_ops)
         flatbuffer = _convert(converter, mode, allow_tf_ops)
 
+    finite.check_flatbuffer(flatbuffer, path or "<flatbuffer>")  # before LiteRT runs it
+    if sparse:
+        _check_sparse_loads(flatbuffer, mode, model)
     if qat and mode == "int8":
         _warn_float_islands(flatbuffer)
     if path is not None:
         _atomic.write_bytes(path, flatbuffer, overwrite)
     return flatbuffer
+
+
+def _check_finite_samples(calibration):
+    """NaN/Inf calibration samples would become NaN quantization ranges: refuse them."""
+    for name, array in calibration.items():
+        if array.dtype.kind != "f":
+            continue
+        rows = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1))
+        if rows.size:
+            listed = ", ".join(map(str, rows[:5])) + (", ..." if rows.size > 5 else "")
+            raise ValueError(
+                f"representative_data input '{name}' holds NaN/Inf values in "
+                f"{rows.size} sample{'s' * (rows.size != 1)} (sample {listed}); they "
+                "would make the calibrated ranges, and so the int8 scales, NaN, which "
+                "crashes the LiteRT interpreter. Nothing was written. Drop those "
+                "samples, e.g. x[np.isfinite(x).reshape(len(x), -1).all(axis=1)].")
 
 
 def _configure(converter, mode, calibration, io_type, sparse, allow_tf_ops):
@@ -210,6 +246,102 @@ def _unsupported_ops(message, allow_tf_ops):
 
 def _names(found):
     return sorted({name.strip() for line in found for name in line.split(",") if name.strip()})
+
+
+_NOT_DELEGATED = re.compile(r"failed to delegate (\w+) node")
+_NOT_PREPARED = re.compile(r"Node number \d+ \((\w+)\) failed to prepare")
+_QUANTIZED_WEIGHTS = {
+    "int8": "in an int8 model",
+    "dynamic": "with int8 weights (mode='dynamic')",
+    "int16x8": "in an int16x8 model",
+}
+
+
+def _check_sparse_loads(flatbuffer, mode, model):
+    """A sparse export must load where it is deployed: LiteRT's default interpreter."""
+    if any(op.name.startswith("Flex") for op in census.ops(flatbuffer)):
+        return  # TF Select ops: the Python interpreter cannot load them at all
+    message = _first_run_error(flatbuffer)
+    if message is None:
+        return
+    xnnpack = sorted(set(_NOT_DELEGATED.findall(message)))
+    builtin = sorted(set(_NOT_PREPARED.findall(message)) - {"TfLiteXNNPackDelegate"})
+    blocked = _sparse_readers(flatbuffer, model, xnnpack + builtin)
+    weights = _QUANTIZED_WEIGHTS.get(mode, f"mode={mode!r}")
+    if xnnpack:
+        problem = (
+            f"LiteRT's default interpreter cannot run it: its XNNPack delegate "
+            f"fails on {blocked} reading sparse-encoded weights {weights}, "
+            "which XNNPack supports in float32 and float16 models only")
+    else:
+        problem = (f"LiteRT cannot run it, even without XNNPack: {blocked} fails "
+                   "in the sparse-encoded file (the converter's sparsity pass leaves it "
+                   "in a form LiteRT's kernels reject)")
+    raise ValueError(
+        f"to_tflite(mode={mode!r}, sparse=True) converted the model, but {problem} "
+        f"(LiteRT: {message.strip()!r}). No file was written. Either export with "
+        "sparse=False: the same zeros, stored dense; the file loads everywhere and "
+        "still compresses well with gzip. Or, for a model that is faster as well as "
+        "smaller, prune it with pruning_policy=tfc.pruning.PruneForLatencyOnXNNPack() "
+        "and export it with mode='float' or mode='float16' and sparse=True, which "
+        "XNNPack runs with its sparse kernels on ARM CPUs (x86 CPUs with AVX run its "
+        "dense kernels)."
+    )
+
+
+def _first_run_error(flatbuffer):
+    """LiteRT's error on one inference in the default interpreter, or None."""
+    interp = census.interpreter(flatbuffer)
+    try:
+        interp.allocate_tensors()
+    except (RuntimeError, ValueError) as error:
+        return " ".join(str(error).split())
+    for detail in interp.get_input_details():
+        if detail["dtype"] == np.object_:
+            return None  # string inputs: no neutral value to feed
+        interp.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    try:
+        interp.invoke()  # LiteRT applies the XNNPack delegate here, lazily
+    except (RuntimeError, ValueError) as error:
+        return " ".join(str(error).split())
+    return None
+
+
+def _sparse_readers(flatbuffer, model, op_names):
+    """'FULLY_CONNECTED ×2 (layers 'dense', 'logits')': the ops that read sparse weights."""
+    from ai_edge_litert.interpreter import OpResolverType
+
+    interp = census.interpreter(
+        flatbuffer,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    details = interp._get_ops_details()
+    densified = {int(t) for op in details if op["op_name"] == "DENSIFY" for t in op["outputs"]}
+
+    def sparse(index):
+        return index in densified or bool(
+            interp._get_tensor_details(index, 0).get("sparsity_parameters"))
+
+    kernels = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        for weight in layer.weights:
+            shape = tuple(weight.shape)
+            if weight.path.endswith("kernel") and len(shape) in (2, 4):
+                # TFLite stores Dense kernels as (out, in), Conv2D as (out, h, w, in).
+                stored = (shape[1], shape[0]) if len(shape) == 2 else shape[3:] + shape[:3]
+                kernels.setdefault(stored, []).append(layer.name)
+    counts, layers = collections.Counter(), collections.defaultdict(set)
+    for op in details:
+        reads = [int(t) for t in op["inputs"] if t >= 0 and sparse(int(t))]
+        if op["op_name"] in op_names and reads:
+            shape = tuple(int(d) for d in interp._get_tensor_details(reads[0], 0)["shape"])
+            counts[op["op_name"]] += 1
+            layers[op["op_name"]].update(kernels.get(shape, []))
+    parts = []
+    for name in op_names:
+        parts.append(name + (f" ×{counts[name]}" if counts[name] > 1 else "")
+                     + (f" (layers {', '.join(map(repr, sorted(layers[name])))})"
+                        if layers[name] else ""))
+    return " and ".join(parts) or "an op"
 
 
 def _warn_float_islands(flatbuffer):

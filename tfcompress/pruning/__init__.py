@@ -8,13 +8,15 @@ strip:   `strip_pruning(model)` → plain Keras model with the zeros baked in.
 from tfcompress.pruning import masks, registry
 from tfcompress.pruning.api import prune_low_magnitude, prune_scope, strip_pruning
 from tfcompress.pruning.callbacks import PruningSummaries, UpdatePruningStep, sparsity_logs
+from tfcompress.pruning.policy import PruneForLatencyOnXNNPack, PruningPolicy
 from tfcompress.pruning.registry import PrunableLayer
 from tfcompress.pruning.schedule import ConstantSparsity, PolynomialDecay, PruningSchedule
 from tfcompress.pruning.wrapper import PruneLowMagnitude
 
 __all__ = [
-    "ConstantSparsity", "PolynomialDecay", "PrunableLayer", "PruneLowMagnitude",
-    "PruningSchedule", "PruningSummaries", "UpdatePruningStep", "masks",
+    "ConstantSparsity", "PolynomialDecay", "PrunableLayer", "PruneForLatencyOnXNNPack",
+    "PruneLowMagnitude", "PruningPolicy", "PruningSchedule", "PruningSummaries",
+    "UpdatePruningStep", "masks",
     "prune_low_magnitude", "prune_scope", "registry", "sparsity_logs",
     "strip_pruning",
 ]

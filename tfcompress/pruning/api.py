@@ -1,5 +1,7 @@
 """prepare → fit with callbacks → strip: the pruning entry points."""
 
+import difflib
+
 import keras
 
 from tfcompress.core import copy_layer, is_graph_model, map_layers
@@ -15,8 +17,16 @@ SUBCLASSED_ERROR = (
 )
 
 
+#: Keyword arguments `prune_low_magnitude` takes besides its named parameters.
+EXTRA_KWARGS = ("weight_names",)
+#: ... and, for a single layer, Keras's layer arguments for its wrapper.
+LAYER_KWARGS = ("name", "trainable", "dtype", "autocast", "activity_regularizer",
+                "input_shape", "input_dim")
+
+
 def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
-                        block_pooling_type="AVG", sparsity_m_by_n=None, **kwargs):
+                        block_pooling_type="AVG", pruning_policy=None,
+                        sparsity_m_by_n=None, **kwargs):
     """Wraps a layer, a list of layers, or a Sequential/functional model for pruning.
 
     TFMOT's function, for Keras 3. On a model, every layer with prunable
@@ -35,10 +45,15 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
             functional `keras.Model`.
         pruning_schedule: a `PruningSchedule` (default `ConstantSparsity(0.5, 0)`).
         block_size, block_pooling_type, sparsity_m_by_n: see `PruneLowMagnitude`.
-        **kwargs: passed to `PruneLowMagnitude`, e.g. `weight_names=["kernel"]`.
-            On a model, `weight_names` may be a dict keyed by layer name or
-            class name; an empty list leaves that layer unpruned, e.g.
-            `weight_names={"click": []}`.
+        pruning_policy: a `PruningPolicy` that checks the model and picks the
+            layers to wrap, e.g. `PruneForLatencyOnXNNPack()`. Models only.
+        **kwargs: `weight_names=[...]`, passed to `PruneLowMagnitude`. On a
+            model, `weight_names` may be a dict keyed by layer name or class
+            name; an empty list leaves that layer unpruned, e.g.
+            `weight_names={"click": []}`. A single layer also takes Keras's
+            layer arguments for its wrapper (`name`, `trainable`, `dtype`,
+            `input_shape`, ...). Anything else is an error: a misspelt
+            `pruning_shedule=` is never silently dropped.
 
     Example:
 
@@ -52,9 +67,14 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     model = tfc.pruning.prune_low_magnitude(base, pruning_schedule=schedule)
     ```
     """
+    is_layer = (isinstance(to_prune, keras.layers.Layer)
+                and not isinstance(to_prune, keras.Model))
+    _check_kwargs(kwargs, is_layer)
     params = dict(pruning_schedule=pruning_schedule, block_size=block_size,
                   block_pooling_type=block_pooling_type,
                   sparsity_m_by_n=sparsity_m_by_n)
+    if pruning_policy is not None:
+        return _prune_with_policy(to_prune, pruning_policy, params, kwargs)
     if isinstance(to_prune, (list, tuple)):
         return [
             layer if isinstance(layer, PruneLowMagnitude)
@@ -78,8 +98,59 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     )
 
 
-def _wrap(layer, params, kwargs):
+def _check_kwargs(kwargs, is_layer):
+    accepted = EXTRA_KWARGS + (LAYER_KWARGS if is_layer else ())
+    unknown = sorted(k for k in kwargs if k not in accepted)
+    if not unknown:
+        return
+    named = ["to_prune", "pruning_schedule", "block_size", "block_pooling_type",
+             "pruning_policy", "sparsity_m_by_n"]
+    hints = ""
+    for key in unknown:
+        close = difflib.get_close_matches(key, named + list(accepted), n=1)
+        if close:
+            hints += f" Did you mean {close[0]}= instead of {key}=?"
+    where = "" if is_layer or not set(unknown) & set(LAYER_KWARGS) else (
+        " (Keras layer arguments such as name apply to a single layer only)")
+    raise TypeError(
+        f"prune_low_magnitude got unknown keyword argument(s) {unknown}{where}. "
+        f"It takes {', '.join(named[1:] + list(accepted))}.{hints}"
+    )
+
+
+def _prune_with_policy(to_prune, policy, params, kwargs):
+    from tfcompress.pruning.policy import PruningPolicy
+
+    if not isinstance(policy, PruningPolicy):
+        raise ValueError(
+            "pruning_policy must be a tfcompress.pruning.PruningPolicy, e.g. "
+            f"PruneForLatencyOnXNNPack(); got {type(policy).__name__}."
+        )
+    if not (isinstance(to_prune, keras.Model) and is_graph_model(to_prune)):
+        raise ValueError(
+            f"pruning_policy={type(policy).__name__}() checks a whole model, but "
+            f"prune_low_magnitude got {_kind_of(to_prune)}. Pass the Sequential or "
+            "functional model itself, e.g. prune_low_magnitude(model, "
+            "pruning_policy=...), or drop pruning_policy to wrap layers one by one."
+        )
+    policy.ensure_model_supports_pruning(to_prune)
+    return map_layers(to_prune, lambda layer: _wrap(layer, params, kwargs, policy))
+
+
+def _kind_of(value):
+    if isinstance(value, (list, tuple)):
+        return "a list of layers"
+    if isinstance(value, keras.Model):
+        return f"a subclassed model ({type(value).__name__})"
+    if isinstance(value, keras.layers.Layer):
+        return f"a single layer ('{value.name}')"
+    return f"a {type(value).__name__}"
+
+
+def _wrap(layer, params, kwargs, policy=None):
     if isinstance(layer, PruneLowMagnitude):
+        return copy_layer(layer)
+    if policy is not None and not policy.allow_pruning(layer):
         return copy_layer(layer)
     names = _weight_names_for(layer, kwargs)
     if names is not None and not list(names):

@@ -10,7 +10,9 @@ from tfcompress.pruning import (
     ConstantSparsity,
     PolynomialDecay,
     PrunableLayer,
+    PruneForLatencyOnXNNPack,
     PruneLowMagnitude,
+    PruningPolicy,
     PruningSchedule,
     PruningSummaries,
     UpdatePruningStep,
@@ -20,7 +22,8 @@ from tfcompress.pruning import (
 )
 
 __all__ = [
-    "ConstantSparsity", "PolynomialDecay", "PrunableLayer", "PruneLowMagnitude",
-    "PruningSchedule", "PruningSummaries", "UpdatePruningStep",
+    "ConstantSparsity", "PolynomialDecay", "PrunableLayer", "PruneForLatencyOnXNNPack",
+    "PruneLowMagnitude", "PruningPolicy", "PruningSchedule", "PruningSummaries",
+    "UpdatePruningStep",
     "prune_low_magnitude", "prune_scope", "strip_pruning",
 ]
