@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tfcompress.export import census, metrics, signature
+from tfcompress.export import census, finite, metrics, signature
 from tfcompress.export import data as data_lib
 from tfcompress.export.artifact import open_artifact
 from tfcompress.export.verify import (
@@ -61,7 +61,8 @@ COLUMNS = (
 )
 # Variables tfcompress adds next to a layer's own weights (SavedModel rows,
 # where only the variable names are left to go by).
-WRAPPER_VARIABLE_SUFFIXES = ("_mask", "_min", "_max", "_seen", "pruning_step", "step_offset")
+WRAPPER_VARIABLE_SUFFIXES = ("_mask", "_min", "_max", "_seen", "pruning_step", "step_offset",
+                             "nonfinite_batches")
 
 
 class UnsafeModelError(ValueError):
@@ -326,6 +327,7 @@ def _keras_row(model, path, data, max_samples, latency_runs):
 
 
 def _tflite_row(flatbuffer, data, max_samples, latency_runs, num_threads):
+    finite.check_flatbuffer(flatbuffer)  # a NaN scale can crash the interpreter
     params, nonzero = _tflite_weights(flatbuffer)
     inputs = _tflite_inputs(flatbuffer)
     run = _TFLite(flatbuffer, inputs, num_threads)

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcompress.core import nonfinite
+
 #: Bound on wrappers as `_step_source`: the callback advances `pruning_step`.
 CALLBACK_COUNTER = "callback-counter"
 
@@ -136,6 +138,9 @@ class StepCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch=None, logs=None, **kwargs):
         # Also accepts TFMOT's `on_epoch_end(batch=...)` spelling.
         self._check_steps_advanced()
+
+    def on_train_end(self, logs=None):
+        nonfinite.warn_skipped(self.model)
 
     def _check_steps_advanced(self):
         """Fails loudly if training ran but a wrapper never saw training=True."""

@@ -17,7 +17,7 @@ import tensorflow as tf
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import summary as custom_scalar
 
-from tfcompress.core import steps
+from tfcompress.core import nonfinite, steps
 from tfcompress.core.wrapper import WeightWrapper
 
 Section = collections.namedtuple("Section", ["scalars", "histograms", "charts"])
@@ -137,6 +137,7 @@ class Summaries(keras.callbacks.TensorBoard):
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
+        nonfinite.warn_skipped(self.model)
         self._write()
         for writer in self._section_writers.values():
             writer.close()

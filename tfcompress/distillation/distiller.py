@@ -132,6 +132,9 @@ class Distiller(keras.Model):
             keras.metrics.Mean(name=f"distillation_loss_{term['name']}_{name}")
             for term in self._terms for name in names] if len(teachers) > 1 else []
         self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
+        # Built as soon as its parts are: callbacks that restore weights before
+        # the first step (keras.callbacks.BackupAndRestore) refuse unbuilt models.
+        self.built = bool(student.built)
 
     # -- construction helpers ---------------------------------------------------
     def _make_terms(self, losses, loss_weights, student_names, teacher_names):

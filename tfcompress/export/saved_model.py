@@ -1,6 +1,6 @@
 """`to_saved_model`: a compressed Keras 3 model as a SavedModel for TF Serving."""
 
-from tfcompress.export import _atomic, signature
+from tfcompress.export import _atomic, finite, signature
 
 
 def to_saved_model(model, path, overwrite=False):
@@ -15,7 +15,9 @@ def to_saved_model(model, path, overwrite=False):
 
     The directory is written next to `path` under a temporary name and renamed
     into place, so a failed export leaves nothing at `path`. An existing
-    `path` is only replaced with `overwrite=True`.
+    `path` is only replaced with `overwrite=True`. A model whose variables
+    hold NaN or Inf is refused (see `finite.check_model`), and nothing is
+    written.
 
     Example:
 
@@ -33,6 +35,7 @@ def to_saved_model(model, path, overwrite=False):
     """
     path = _atomic.check_target(path, overwrite, kind="directory")
     model = signature.prepare(model)
+    finite.check_model(model, "export")
     with _atomic.directory(path, overwrite) as tmp:
         signature.write(model, tmp)
     return path

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfcompress.export import census, signature
+from tfcompress.export import census, finite, signature
 from tfcompress.export import data as data_lib
 from tfcompress.export.artifact import open_artifact
 from tfcompress.export.metrics import choose, compiled_metric, labels_for, scorer
@@ -200,6 +200,7 @@ def verify(artifact, keras_model, data, *, max_samples=None, num_threads=1, late
                 "verify() cannot check it. Export without allow_tf_ops=True to "
                 "get a builtins-only model that it can verify."
             )
+        finite.check_flatbuffer(payload, label)  # a NaN scale can crash the interpreter
         weights, sparse = census.weights(payload)
         run = _TFLite(payload, inputs, num_threads)
         size, packed = len(payload), len(gzip.compress(payload, 9))

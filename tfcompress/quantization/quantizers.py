@@ -5,8 +5,20 @@ Each quantizer owns the range variables it needs (`build`) and applies
 TFLite converter turns into real int8 tensors. Arguments mirror TFMOT's.
 """
 
+import numbers
+
 import keras
 import tensorflow as tf
+
+from tfcompress.core.nonfinite import COUNTER as NONFINITE  # skipped-batch counters
+
+
+def _num_bits(value):
+    """`value` as a Python int in [2, 8]; numpy integers are fine."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 2 <= value <= 8:
+        raise ValueError(
+            f"num_bits must be an integer in [2, 8] (the fake-quant op's limits), got {value!r}.")
+    return int(value)
 
 
 class Quantizer:
@@ -51,10 +63,7 @@ class _RangeQuantizer(Quantizer):
     """Shared parts: range variables, symmetric ranges, the fake-quant op."""
 
     def __init__(self, num_bits, per_axis, symmetric, narrow_range):
-        if not 2 <= int(num_bits) <= 8:
-            raise ValueError(
-                f"num_bits must be in [2, 8] (the fake-quant op's limits), got {num_bits}.")
-        self.num_bits = int(num_bits)
+        self.num_bits = _num_bits(num_bits)
         self.per_axis = bool(per_axis)
         self.symmetric = bool(symmetric)
         self.narrow_range = bool(narrow_range)
@@ -71,6 +80,9 @@ class _RangeQuantizer(Quantizer):
             "max": layer.add_weight(name=f"{name}_max", shape=shape, trainable=False,
                                     initializer=keras.initializers.Constant(6.0),
                                     aggregation="none"),
+            # training batches whose range was NaN/Inf, and so left unchanged
+            NONFINITE: layer.add_weight(name=f"{name}_{NONFINITE}", shape=(), trainable=False,
+                                        initializer="zeros", aggregation="none"),
         }
 
     def _batch_range(self, inputs):
@@ -98,14 +110,24 @@ class _RangeQuantizer(Quantizer):
             # them (TFMOT reads them from variables). Without this, TF's
             # min/max gradients added ~4x the ops to every train step.
             batch = tf.stop_gradient(tf.cast(inputs, "float32"))
-            low, high = self._next_range(*self._batch_range(batch), weights)
+            low, high = self._batch_range(batch)
+            # One NaN/Inf in a batch (a bad training row) must not become the
+            # range: the batch is skipped and counted, the range kept.
+            finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(low)),
+                                    tf.reduce_all(tf.math.is_finite(high)))
+            next_low, next_high = self._next_range(low, high, weights, finite)
+            low = tf.where(finite, next_low, weights["min"].value)
+            high = tf.where(finite, next_high, weights["max"].value)
             weights["min"].assign(low)
             weights["max"].assign(high)
+            if NONFINITE in weights:  # models saved before the counter existed
+                weights[NONFINITE].assign_add(1.0 - tf.cast(finite, "float32"))
             return self._fake_quant(inputs, low, high)
         return self._fake_quant(inputs, weights["min"].value, weights["max"].value)
 
-    def _next_range(self, low, high, weights):
-        """The range to use and store, from this batch's range and the stored one."""
+    def _next_range(self, low, high, weights, finite):
+        """The range to use and store, from this batch's range and the stored one
+        (used only when `finite`: the batch range has no NaN/Inf)."""
         return low, high
 
     def get_config(self):
@@ -157,9 +179,9 @@ class MovingAverageQuantizer(_RangeQuantizer):
             aggregation="none")
         return weights
 
-    def _next_range(self, low, high, weights):
+    def _next_range(self, low, high, weights, finite):
         decay = tf.where(tf.equal(weights["seen"].value, 0.0), 0.0, self.ema_decay)
-        weights["seen"].assign(1.0)
+        weights["seen"].assign(tf.where(finite, 1.0, weights["seen"].value))
         return (decay * weights["min"].value + (1.0 - decay) * low,
                 decay * weights["max"].value + (1.0 - decay) * high)
 
@@ -186,7 +208,7 @@ class AllValuesQuantizer(_RangeQuantizer):
             weights[key].assign(tf.zeros_like(weights[key].value))
         return weights
 
-    def _next_range(self, low, high, weights):
+    def _next_range(self, low, high, weights, finite):
         return tf.minimum(weights["min"].value, low), tf.maximum(weights["max"].value, high)
 
 
@@ -232,7 +254,8 @@ class FixedRangeQuantizer(Quantizer):
     def __init__(self, min_value, max_value, num_bits=8):
         if not min_value <= 0.0 <= max_value:
             raise ValueError(f"The range must contain 0, got [{min_value}, {max_value}].")
-        self.min_value, self.max_value, self.num_bits = float(min_value), float(max_value), num_bits
+        self.min_value, self.max_value = float(min_value), float(max_value)
+        self.num_bits = _num_bits(num_bits)
 
     def build(self, tensor_shape, name, layer):
         return {}
