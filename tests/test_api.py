@@ -1,4 +1,5 @@
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -202,3 +203,50 @@ def test_bad_block_and_m_by_n_arguments():
     layer = tfc.pruning.prune_low_magnitude(L.Conv2D(2, 3), block_size=(2, 2))
     with pytest.raises(ValueError, match="2-D weights"):
         layer(np.zeros((1, 5, 5, 1), "float32"))
+
+
+def test_wrapped_first_layer_gives_its_input_shape_to_sequential():
+    # TFMOT's 2:4 guide: `input_shape=` on the wrapped first layer of a Sequential
+    model = keras.Sequential([
+        tfmot.sparsity.keras.prune_low_magnitude(L.Conv2D(4, 3, input_shape=(8, 8, 1))),
+        L.Flatten(), L.Dense(2)])
+    assert model.built and model.input_shape == (None, 8, 8, 1)
+    model.compile("adam", "mse")
+    # (n, 8, 8) images: Keras adds the channel axis, as for the unwrapped model
+    model.fit(np.zeros((4, 8, 8)), np.zeros((4, 2)), verbose=0,
+              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(
+        keras.Sequential([L.Dense(3, input_shape=(5,)), L.Dense(2)]))
+    assert pruned.input_shape == (None, 5)
+
+
+def test_wrapper_arguments_accept_numpy_integers():
+    layer = tfc.pruning.prune_low_magnitude(
+        L.Dense(4), block_size=np.array([1, 2]),
+        pruning_schedule=tfc.pruning.ConstantSparsity(0.5, np.int64(0), frequency=np.int32(1)))
+    m_by_n = tfc.pruning.prune_low_magnitude(L.Dense(4), sparsity_m_by_n=np.array([2, 4]))
+    for wrapper in (layer, m_by_n):
+        config = wrapper.get_config()
+        json.dumps(config)
+        restored = tfc.pruning.PruneLowMagnitude.from_config(config)
+        assert restored.block_size == wrapper.block_size
+        assert restored.sparsity_m_by_n == wrapper.sparsity_m_by_n
+    assert layer.get_config()["block_size"] == [1, 2]
+    assert m_by_n.get_config()["sparsity_m_by_n"] == [2, 4]
+
+
+def test_rewrapping_a_users_own_layer_class_and_numpy_update_freq(tmp_path):
+    class MyDense(keras.layers.Dense):  # not registered with Keras
+        pass
+
+    model = keras.Sequential([keras.Input((4,)), tfc.pruning.prune_low_magnitude(MyDense(3)),
+                              keras.layers.Dense(2)])
+    again = tfc.pruning.prune_low_magnitude(model)
+    assert type(again.layers[0].layer) is MyDense
+    qat = tfc.quantization.quantize_model(
+        model, scheme=tfc.quantization.Default8BitPrunePreserveQuantizeScheme())
+    assert any(type(getattr(layer, "layer", None)) is MyDense
+               or type(getattr(getattr(layer, "layer", None), "layer", None)) is MyDense
+               for layer in qat.layers)
+    summaries = tfc.pruning.PruningSummaries(str(tmp_path), update_freq=np.int64(5))
+    assert summaries.update_freq == 5 and type(summaries.update_freq) is int

@@ -1,5 +1,6 @@
 """QAT → TFLite with Optimize.DEFAULT → int8 end to end, run by the real LiteRT interpreter."""
 
+import json
 
 import keras
 import numpy as np
@@ -395,3 +396,43 @@ def test_quantizer_gradient_is_straight_through_only():
     # straight-through: 1 inside the range, 0 outside, and nothing flows into
     # the range statistics (no gradient reaches the min/max elements through them)
     np.testing.assert_array_equal(grad, inside.astype("float32"))
+
+
+def test_annotated_first_layer_gives_its_input_shape_to_sequential():
+    # TFMOT's QAT comprehensive guide: `input_shape=` on the annotated first layer
+    annotated = keras.Sequential([
+        tfmot.quantization.keras.quantize_annotate_layer(L.Dense(20, input_shape=(20,))),
+        L.Flatten()])
+    qat = tfmot.quantization.keras.quantize_apply(annotated)
+    assert qat.input_shape == (None, 20)
+    assert qat(np.ones((1, 20), "float32")).shape == (1, 20)
+
+
+def test_annotate_model_keeps_annotated_custom_layers_without_a_scope():
+    # The guide annotates outside quantize_scope and applies inside it.
+    annotated = Q.quantize_annotate_model(keras.Sequential([
+        keras.Input((8,)), Q.quantize_annotate_layer(Scale(), quantize_config=ScaleConfig()),
+        L.Dense(2)]))
+    with Q.quantize_scope({"ScaleConfig": ScaleConfig, "Scale": Scale}):
+        qat = Q.quantize_apply(annotated)
+    scale = next(l for l in qat.layers if isinstance(l, Q.QuantizeWrapper)
+                 and isinstance(l.layer, Scale))
+    assert isinstance(scale.quantize_config, ScaleConfig)
+
+
+def test_quantizers_accept_numpy_numbers_and_store_python_ones():
+    quantizers = [
+        Q.LastValueQuantizer(num_bits=np.int32(4), per_axis=np.bool_(False), symmetric=True,
+                             narrow_range=False),
+        Q.MovingAverageQuantizer(np.int64(8), False, False, False, ema_decay=np.float32(0.5)),
+        Q.AllValuesQuantizer(np.uint8(8), False, False, False),
+        Q.FixedRangeQuantizer(np.float32(-1.0), np.float64(1.0), num_bits=np.int16(8)),
+    ]
+    for q in quantizers:
+        config = q.get_config()
+        json.dumps(config)
+        assert all(type(v) in (int, float, bool) for v in config.values()), config
+        assert type(q).from_config(config) == q
+    assert quantizers[0].get_config()["num_bits"] == 4
+    with pytest.raises(ValueError, match="num_bits must be an integer"):
+        Q.LastValueQuantizer(8.5, False, True, True)

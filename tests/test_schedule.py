@@ -1,3 +1,5 @@
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -74,3 +76,39 @@ def test_schedules_serialize(schedule):
 def test_tfmot_style_config_is_accepted():
     config = {"class_name": "PolynomialDecay", "config": PolynomialDecay(0, 0.5, 0, 10).get_config()}
     assert tfc.pruning.PolynomialDecay.from_config(config) == PolynomialDecay(0, 0.5, 0, 10)
+
+
+def test_numpy_numbers_are_accepted_and_stored_as_python_numbers():
+    # TFMOT's pruning guide: end_step = np.ceil(num_images / batch_size).astype(np.int32) * epochs
+    end_step = np.ceil(1350 / 128).astype(np.int32) * 2
+    poly = PolynomialDecay(np.float32(0.5), np.float64(0.8), np.int64(0), end_step,
+                           power=np.int32(3), frequency=np.int16(5))
+    const = ConstantSparsity(np.float32(0.25), np.int32(0), end_step=end_step,
+                             frequency=np.uint8(5))
+    for schedule in (poly, const):
+        config = schedule.get_config()
+        json.dumps(config)
+        assert {k: type(v) for k, v in config.items()} == {
+            k: int if k in ("begin_step", "end_step", "frequency", "power") else float
+            for k in config}
+    assert poly == PolynomialDecay(0.5, 0.8, 0, 22, power=3, frequency=5)
+    assert const == ConstantSparsity(0.25, 0, end_step=22, frequency=5)
+    assert bool(poly(20)[0]) and np.isclose(float(poly(22)[1]), 0.8)
+    assert PolynomialDecay(0.0, 0.5, 0, 10, power=np.float32(0.5)).get_config()["power"] == 0.5
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(end_step=np.ceil(1350 / 128) * 2), r"end_step must be an integer.*astype"),  # float64
+    (dict(end_step=22.0), "end_step must be an integer"),
+    (dict(end_step=22, frequency=True), "frequency must be an integer"),
+    (dict(end_step=22, begin_step="0"), "begin_step must be an integer"),
+])
+def test_steps_that_are_not_integers_are_rejected_with_the_fix(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PolynomialDecay(**{"initial_sparsity": 0.0, "final_sparsity": 0.5, "begin_step": 0,
+                           **kwargs})
+
+
+def test_sparsity_that_is_not_a_number_is_rejected():
+    with pytest.raises(ValueError, match="target_sparsity must be a number"):
+        ConstantSparsity("0.5", 0)

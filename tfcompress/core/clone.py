@@ -38,12 +38,28 @@ def copy_layer(layer, weights=None):
     assert twin is not dense and np.array_equal(twin.kernel, dense.kernel)
     ```
     """
-    new = type(layer).from_config(layer.get_config())
+    if isinstance(layer, keras.layers.Wrapper):
+        # The config names the inner layer's class; a user's own class (not
+        # registered with Keras) is passed along so the copy finds it.
+        inner = {type(sub).__name__: type(sub) for sub in _wrapped_chain(layer)}
+        with keras.saving.custom_object_scope(inner):
+            new = type(layer).from_config(layer.get_config())
+    else:
+        new = type(layer).from_config(layer.get_config())
     if layer.built and not new.built:
         new.build_from_config(layer.get_build_config())
     if layer.built:
         new.set_weights(layer.get_weights() if weights is None else weights)
     return new
+
+
+def _wrapped_chain(wrapper):
+    """The layers inside a (possibly nested) keras Wrapper."""
+    found, layer = [], wrapper
+    while isinstance(layer, keras.layers.Wrapper):
+        layer = layer.layer
+        found.append(layer)
+    return found
 
 
 def map_layers(model, fn):

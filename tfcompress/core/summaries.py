@@ -9,6 +9,7 @@ custom scalars layout (several tags drawn as lines of one chart).
 """
 
 import collections
+import numbers
 import os
 
 import keras
@@ -70,6 +71,8 @@ class Summaries(keras.callbacks.TensorBoard):
     def __init__(self, log_dir, update_freq="epoch", histograms=True, **kwargs):
         if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
             raise ValueError(f"log_dir must be a non-empty path, got {log_dir!r}.")
+        if isinstance(update_freq, numbers.Integral) and not isinstance(update_freq, bool):
+            update_freq = int(update_freq)  # numpy ints too (TFMOT code computes them)
         super().__init__(log_dir=str(log_dir), update_freq=update_freq, **kwargs)
         self.histograms = bool(histograms)
         self._section_writers = {}

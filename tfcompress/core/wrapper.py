@@ -60,6 +60,7 @@ class WeightWrapper(keras.layers.Wrapper):
         super().__init__(layer, **kwargs)
         self.supports_masking = getattr(layer, "supports_masking", False)
         self._set_targets([])
+        expose_input_shape(self, layer)
 
     # -- to implement -------------------------------------------------------
     def can_wrap(self, wrapper):
@@ -145,6 +146,18 @@ class WeightWrapper(keras.layers.Wrapper):
             keras.ops.convert_to_numpy(new_values.get(id(v), v))
             for v in self.layer.weights
         ]
+
+
+def expose_input_shape(wrapper, layer):
+    """Lets `wrapper` carry the `input_shape=` given to the layer it wraps.
+
+    Keras 3's Sequential reads the first layer's `_input_shape_arg` to create
+    its Input, so `Sequential([Wrapper(Dense(20, input_shape=(20,))), ...])`
+    builds like the unwrapped model would.
+    """
+    shape = getattr(layer, "_input_shape_arg", None)
+    if shape is not None:
+        wrapper._input_shape_arg = shape
 
 
 def _snake(name):

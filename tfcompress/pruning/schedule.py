@@ -5,6 +5,8 @@ called with the 1-based training step and returns `(should_prune, sparsity)`
 as tensors, so it runs inside the compiled train step.
 """
 
+import numbers
+
 import keras
 import tensorflow as tf
 
@@ -61,11 +63,29 @@ class PruningSchedule:
         return type(self) is type(other) and self.get_config() == other.get_config()
 
 
+def _as_int(name, value):
+    """A Python int from an int or a numpy integer (`np.ceil(...).astype(np.int32)`)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(
+            f"{name} must be an integer (a Python or numpy int), got {value!r}. "
+            "For a computed step count, round it first, e.g. "
+            "np.ceil(n / batch_size).astype(int) * epochs."
+        )
+    return int(value)
+
+
+def _as_float(name, value):
+    """A Python float from an int, a float, or a numpy number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}.")
+    return float(value)
+
+
 def _check_steps(begin_step, end_step, frequency, allow_forever):
-    for name, value in (("begin_step", begin_step), ("end_step", end_step),
-                        ("frequency", frequency)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"{name} must be an int, got {value!r}.")
+    """Validated `(begin_step, end_step, frequency)` as Python ints."""
+    begin_step = _as_int("begin_step", begin_step)
+    end_step = _as_int("end_step", end_step)
+    frequency = _as_int("frequency", frequency)
     if begin_step < 0:
         raise ValueError(f"begin_step must be >= 0, got {begin_step}.")
     if end_step == -1 and not allow_forever:
@@ -82,14 +102,18 @@ def _check_steps(begin_step, end_step, frequency, allow_forever):
         raise ValueError(
             f"frequency must be > 0 (steps between mask updates), got {frequency}."
         )
+    return begin_step, end_step, frequency
 
 
 def _check_sparsity(name, value):
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    """`value` as a Python float in [0, 1)."""
+    value = _as_float(name, value)
+    if not 0.0 <= value < 1.0:
         raise ValueError(
             f"{name} must be in [0, 1) (the fraction of weights set to zero), "
             f"got {value!r}."
         )
+    return value
 
 
 @keras.saving.register_keras_serializable("tfcompress")
@@ -112,12 +136,9 @@ class ConstantSparsity(PruningSchedule):
     """
 
     def __init__(self, target_sparsity, begin_step, end_step=-1, frequency=100):
-        _check_sparsity("target_sparsity", target_sparsity)
-        _check_steps(begin_step, end_step, frequency, allow_forever=True)
-        self.target_sparsity = float(target_sparsity)
-        self.begin_step = begin_step
-        self.end_step = end_step
-        self.frequency = frequency
+        self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
+        self.begin_step, self.end_step, self.frequency = _check_steps(
+            begin_step, end_step, frequency, allow_forever=True)
 
     def __call__(self, step):
         should = self._should_prune(step, self.begin_step, self.end_step, self.frequency)
@@ -154,19 +175,22 @@ class PolynomialDecay(PruningSchedule):
 
     def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step,
                  power=3, frequency=100):
-        _check_sparsity("initial_sparsity", initial_sparsity)
-        _check_sparsity("final_sparsity", final_sparsity)
-        _check_steps(begin_step, end_step, frequency, allow_forever=False)
+        initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
+        final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
+        begin_step, end_step, frequency = _check_steps(
+            begin_step, end_step, frequency, allow_forever=False)
         if end_step == begin_step:
             raise ValueError(
                 f"end_step ({end_step}) must be > begin_step ({begin_step}) for "
                 "PolynomialDecay; use ConstantSparsity for a one-step schedule."
             )
-        self.initial_sparsity = float(initial_sparsity)
-        self.final_sparsity = float(final_sparsity)
+        self.initial_sparsity = initial_sparsity
+        self.final_sparsity = final_sparsity
         self.begin_step = begin_step
         self.end_step = end_step
-        self.power = power
+        self.power = _as_float("power", power)
+        if self.power.is_integer():
+            self.power = int(self.power)  # 3, as TFMOT writes it, not 3.0
         self.frequency = frequency
 
     def __call__(self, step):

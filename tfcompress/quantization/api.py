@@ -83,8 +83,14 @@ def quantize_annotate_model(to_annotate):
     _check_model(to_annotate)
 
     def annotate(layer):
-        if isinstance(layer, (QuantizeAnnotate, keras.layers.InputLayer)):
+        if isinstance(layer, keras.layers.InputLayer):
             return copy_layer(layer)
+        if isinstance(layer, QuantizeAnnotate):
+            # Copied part by part: a config round trip of the wrapper would look
+            # its (custom) layer and QuantizeConfig classes up by name, which
+            # fails outside a quantize_scope.
+            return QuantizeAnnotate(copy_layer(layer.layer), layer.quantize_config,
+                                    name=layer.name)
         return QuantizeAnnotate(copy_layer(layer))
 
     return map_layers(to_annotate, annotate)
@@ -163,7 +169,7 @@ def quantize_apply(model, scheme=None, quantized_layer_name_prefix="quant_", *,
         raise ValueError("quantize_apply found no annotated layer; use quantize_model, or "
                          "annotate layers with quantize_annotate_layer first.")
     if isinstance(model, keras.Sequential):
-        model = keras.Model(model.inputs, model.outputs, name=model.name)
+        model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
     if not isinstance(quantized_layer_name_prefix, str):
         raise ValueError("quantized_layer_name_prefix must be a string, got "
                          f"{quantized_layer_name_prefix!r}.")
@@ -284,7 +290,10 @@ class _Transform:
     # -- rebuilding ----------------------------------------------------------
     def run(self):
         model = self.model
-        inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name)
+        # Named after the input layers (not the tensors, which a Sequential
+        # names `keras_tensor`), so the exported signature keeps its input names.
+        inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype,
+                              name=x._keras_history.operation.name)
                   for x in model.inputs]
         feeds = []
         for old, new in zip(model.inputs, inputs):
@@ -305,6 +314,8 @@ class _Transform:
         if isinstance(structure, dict):
             position = {id(x): i for i, x in enumerate(model.inputs)}
             inputs = {key: inputs[position[id(ref)]] for key, ref in structure.items()}
+        elif not isinstance(structure, (list, tuple)):
+            inputs = inputs[0]  # one input, not a list of one: called with a bare tensor
         return keras.Model(inputs, outputs, name=f"{model.name}_qat")
 
     def _quantize_input(self, old, new):

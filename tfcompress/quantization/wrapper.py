@@ -3,6 +3,7 @@
 import keras
 
 from tfcompress.core import WeightWrapper
+from tfcompress.core.wrapper import expose_input_shape
 from tfcompress.pruning.wrapper import PruneLowMagnitude
 from tfcompress.quantization.config import QuantizeConfig, activation_quantizer
 from tfcompress.quantization.quantizers import Quantizer
@@ -214,6 +215,7 @@ class QuantizeAnnotate(keras.layers.Wrapper):
         kwargs.setdefault("name", f"quant_annotate_{layer.name}")
         super().__init__(layer, **kwargs)
         self.quantize_config = _deserialize(quantize_config)
+        expose_input_shape(self, layer)
 
     def call(self, inputs, *args, **kwargs):
         return self.layer(inputs, *args, **kwargs)
