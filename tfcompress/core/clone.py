@@ -48,9 +48,33 @@ def copy_layer(layer, weights=None):
         new = type(layer).from_config(layer.get_config())
     if layer.built and not new.built:
         new.build_from_config(layer.get_build_config())
+    if layer.built and len(new.weights) != len(layer.weights):
+        _build_by_calling(new, layer)
     if layer.built:
         new.set_weights(layer.get_weights() if weights is None else weights)
     return new
+
+
+def _build_by_calling(new, layer):
+    """Builds `new` by calling it as `layer` was first called, on fresh symbolic inputs.
+
+    Composite layers (keras-rs `FeatureCross`, layers with several inputs)
+    often create their sublayers' weights only when called, which
+    `build_from_config` does not do.
+    """
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    if not nodes:
+        return
+    arguments = nodes[0].arguments
+
+    def fresh(value):
+        if isinstance(value, keras.KerasTensor):
+            return keras.KerasTensor(value.shape, value.dtype, sparse=value.sparse)
+        return value
+
+    args = keras.tree.map_structure(fresh, list(arguments.args))
+    kwargs = keras.tree.map_structure(fresh, dict(arguments.kwargs))
+    new(*args, **kwargs)
 
 
 def _wrapped_chain(wrapper):

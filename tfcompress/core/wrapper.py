@@ -87,7 +87,27 @@ class WeightWrapper(keras.layers.Wrapper):
             # Build the inner layer with its real call arguments, so that
             # layers with several inputs (MultiHeadAttention) build right.
             self.layer(*args, **kwargs)
+        if getattr(self, "_call_specs", None) is None:
+            object.__setattr__(self, "_call_specs", _tensor_specs(args, kwargs))
         return super().__call__(*args, **kwargs)
+
+    def get_build_config(self):
+        config = super().get_build_config()
+        specs = getattr(self, "_call_specs", None)
+        if config is not None and specs is not None:
+            config = {**config, "call_specs": specs}
+        return config
+
+    def build_from_config(self, config):
+        # A composite inner layer (keras-rs FeatureCross) may create its
+        # sublayers' weights only when called: call it as it was first called.
+        specs = config.get("call_specs")
+        if specs is not None:
+            object.__setattr__(self, "_call_specs", specs)
+            if not all(sub.built for sub in self.layer._flatten_layers(recursive=True)):
+                args, kwargs = _symbolic(specs)
+                self.layer(*args, **kwargs)
+        super().build_from_config(config)
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -146,6 +166,32 @@ class WeightWrapper(keras.layers.Wrapper):
             keras.ops.convert_to_numpy(new_values.get(id(v), v))
             for v in self.layer.weights
         ]
+
+
+def _tensor_specs(args, kwargs):
+    """`{"args": [...], "kwargs": {...}}` of `[shape, dtype]` for tensor arguments, or None
+    when a call argument is neither a tensor nor None (then it cannot be replayed)."""
+    def spec(value):
+        if value is None:
+            return None
+        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+            raise TypeError
+        dtype = keras.backend.standardize_dtype(value.dtype)
+        return [[None if d is None else int(d) for d in value.shape], dtype]
+
+    try:
+        return {"args": [spec(a) for a in args],
+                "kwargs": {k: spec(v) for k, v in kwargs.items() if k != "training"}}
+    except TypeError:
+        return None
+
+
+def _symbolic(specs):
+    def tensor(spec):
+        return None if spec is None else keras.KerasTensor(tuple(spec[0]), spec[1])
+
+    return ([tensor(s) for s in specs["args"]],
+            {k: tensor(s) for k, s in specs["kwargs"].items()})
 
 
 def expose_input_shape(wrapper, layer):

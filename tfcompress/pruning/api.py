@@ -1,6 +1,7 @@
 """prepare → fit with callbacks → strip: the pruning entry points."""
 
 import difflib
+import warnings
 
 import keras
 
@@ -18,7 +19,7 @@ SUBCLASSED_ERROR = (
 
 
 #: Keyword arguments `prune_low_magnitude` takes besides its named parameters.
-EXTRA_KWARGS = ("weight_names",)
+EXTRA_KWARGS = ("weight_names", "strict")
 #: ... and, for a single layer, Keras's layer arguments for its wrapper.
 LAYER_KWARGS = ("name", "trainable", "dtype", "autocast", "activity_regularizer",
                 "input_shape", "input_dim")
@@ -33,9 +34,13 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     weights (Dense, Conv, Embedding, RNN, attention, ... see
     `registry.PRUNABLE`) is wrapped in `PruneLowMagnitude`; weightless layers
     and normalization layers are kept as they are; nested models are pruned
-    too; layers already wrapped are kept. A layer with weights of an unknown
-    type raises an error that says how to opt it in. The returned model owns
-    copies of the weights: the original model is not changed.
+    too; layers already wrapped are kept. Composite layers (keras-rs
+    `FeatureCross`, keras-hub `TransformerEncoder`, a user's block) are
+    searched however deep: every supported sublayer inside is pruned as at
+    top level. Weights no rule covers (a layer's own `add_weight` variables,
+    e.g. a position embedding) stay dense and are named in one warning;
+    `strict=True` makes that an error. The returned model owns copies of
+    the weights: the original model is not changed.
 
     Train the result with `UpdatePruningStep()` among the callbacks, then
     `strip_pruning` it before export.
@@ -52,8 +57,9 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
             name; an empty list leaves that layer unpruned, e.g.
             `weight_names={"click": []}`. A single layer also takes Keras's
             layer arguments for its wrapper (`name`, `trainable`, `dtype`,
-            `input_shape`, ...). Anything else is an error: a misspelt
-            `pruning_shedule=` is never silently dropped.
+            `input_shape`, ...). `strict=True` (models): weights that no rule
+            covers are an error instead of a warning. Anything else is an
+            error: a misspelt `pruning_shedule=` is never silently dropped.
 
     Example:
 
@@ -70,6 +76,7 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     is_layer = (isinstance(to_prune, keras.layers.Layer)
                 and not isinstance(to_prune, keras.Model))
     _check_kwargs(kwargs, is_layer)
+    strict = bool(kwargs.pop("strict", False))
     params = dict(pruning_schedule=pruning_schedule, block_size=block_size,
                   block_pooling_type=block_pooling_type,
                   sparsity_m_by_n=sparsity_m_by_n)
@@ -84,7 +91,10 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     if isinstance(to_prune, keras.Model):
         if not is_graph_model(to_prune):
             raise ValueError(SUBCLASSED_ERROR.format(name=type(to_prune).__name__))
-        return map_layers(to_prune, lambda layer: _wrap(layer, params, kwargs))
+        left = []
+        pruned = map_layers(to_prune, lambda layer: _wrap(layer, params, kwargs, left=left))
+        _report_left_dense(left, strict)
+        return pruned
     if isinstance(to_prune, keras.layers.Layer):
         if isinstance(to_prune, PruneLowMagnitude):
             raise ValueError(
@@ -147,7 +157,7 @@ def _kind_of(value):
     return f"a {type(value).__name__}"
 
 
-def _wrap(layer, params, kwargs, policy=None):
+def _wrap(layer, params, kwargs, policy=None, left=None):
     if isinstance(layer, PruneLowMagnitude):
         return copy_layer(layer)
     if policy is not None and not policy.allow_pruning(layer):
@@ -155,14 +165,32 @@ def _wrap(layer, params, kwargs, policy=None):
     names = _weight_names_for(layer, kwargs)
     if names is not None and not list(names):
         return copy_layer(layer)  # asked to leave this layer dense
-    if names is None and not registry.is_prunable(layer):
-        if layer.weights and not isinstance(layer, registry.PASSTHROUGH):
-            raise registry.unsupported_error(layer)
-        return copy_layer(layer)
-    wrapper = PruneLowMagnitude(copy_layer(layer), **params, weight_names=names)
-    if names is None and not registry.prunable_weights(layer):
-        return copy_layer(layer)  # e.g. DepthwiseConv2D: nothing pruned by default
-    return wrapper
+    if names is None:
+        pruned, uncovered = registry.split(layer)
+        if left is not None:
+            left.extend((w.path, type(layer).__name__) for w in uncovered)
+        if not pruned:
+            return copy_layer(layer)  # weightless, normalization, or no rule anywhere
+    return PruneLowMagnitude(copy_layer(layer), **params, weight_names=names)
+
+
+def _report_left_dense(left, strict):
+    """One line naming the weights no rule covers (an error with `strict=True`)."""
+    if not left:
+        return
+    paths = sorted({f"{path} ({owner})" for path, owner in left})
+    shown = ", ".join(paths[:12]) + (f" and {len(paths) - 12} more" if len(paths) > 12 else "")
+    message = (
+        f"prune_low_magnitude left {len(paths)} weight{'s' * (len(paths) != 1)} dense that "
+        f"no pruning rule covers: {shown}. To prune them, name them with "
+        "weight_names={'<layer name>': ['<weight name>']} or give the layer "
+        "get_prunable_weights() (tfcompress.pruning.PrunableLayer)."
+    )
+    if strict:
+        raise ValueError(message + " Supported layers, also inside composite ones: "
+                         f"{', '.join(registry.SUPPORTED_NAMES)}. (strict=True makes this "
+                         "an error; drop it to leave them dense.)")
+    warnings.warn(message + " (strict=True makes this an error.)", UserWarning, stacklevel=3)
 
 
 def _weight_names_for(layer, kwargs):

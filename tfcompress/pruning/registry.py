@@ -83,16 +83,98 @@ def lookup(layer):
 
 
 def is_prunable(layer):
-    """True when `prune_low_magnitude` knows which weights of `layer` to prune."""
+    """True when `prune_low_magnitude` knows which weights of `layer` to prune.
+
+    A composite layer (one holding sublayers: keras-rs `FeatureCross`,
+    keras-hub `TransformerEncoder`, a user's block) is prunable when a rule
+    covers a sublayer of it, however deep.
+    """
     return (
         hasattr(layer, "get_prunable_weights") or lookup(layer) is not None
+        or bool(split(layer)[0])
     )
+
+
+def has_rule(layer):
+    """True when a rule covers `layer` or a sublayer of it (built or not).
+
+    Example:
+
+    ```python
+    import keras
+    from tfcompress.pruning import registry
+    registry.has_rule(keras.layers.Dense(2))   # True
+    ```
+    """
+    if hasattr(layer, "get_prunable_weights") or lookup(layer) is not None:
+        return True
+    return any(has_rule(sub) for sub in layer._flatten_layers(include_self=False,
+                                                                recursive=False))
+
+
+def split(layer):
+    """`(weights to prune, variables no rule covers)` of a built `layer`, sublayers included.
+
+    A layer with a rule (or `get_prunable_weights`) gives its rule's weights
+    and stops there. Any other layer is searched through its sublayers, so a
+    Dense inside a block inside a model's layer is pruned as it would be at
+    top level; the layer's own trainable variables (from its `add_weight`)
+    that no rule covers are returned second, to be reported and left dense.
+    Normalization layers (`PASSTHROUGH`) give neither.
+
+    Example:
+
+    ```python
+    import keras
+    from tfcompress.pruning import registry
+
+    class Block(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.outer = keras.layers.Dense(8), keras.layers.Dense(4)
+
+        def build(self, shape):
+            self.scale = self.add_weight(shape=(4,), name="scale")
+
+        def call(self, x):
+            return self.outer(self.inner(x)) * self.scale
+
+    block = Block()
+    block(keras.ops.ones((1, 3)))
+    pruned, left = registry.split(block)   # the two kernels; [scale]
+    ```
+    """
+    if hasattr(layer, "get_prunable_weights"):
+        return list(layer.get_prunable_weights()), []
+    names = lookup(layer)
+    if names is not None:
+        return [w for w in layer.weights if w.name in names and w.trainable], []
+    if isinstance(layer, PASSTHROUGH):
+        return [], []
+    pruned, left, inside = [], [], set()
+    for sublayer in layer._flatten_layers(include_self=False, recursive=False):
+        sub_pruned, sub_left = split(sublayer)
+        pruned += sub_pruned
+        left += sub_left
+        inside.update(id(w) for w in sublayer.weights)
+    left += [w for w in layer.weights if w.trainable and id(w) not in inside]
+    return _unique(pruned), _unique(left)
+
+
+def _unique(variables):
+    seen, out = set(), []
+    for variable in variables:
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            out.append(variable)
+    return out
 
 
 def unsupported_error(layer):
     return ValueError(
         f"Layer '{layer.name}' of type {type(layer).__name__} has weights but "
-        "tfcompress does not know which of them to prune. Supported layers: "
+        "tfcompress does not know which of them to prune (no sublayer of it has a "
+        "rule either). Supported layers, also as sublayers of composite ones: "
         f"{', '.join(SUPPORTED_NAMES)}. To prune it, subclass "
         "tfcompress.pruning.PrunableLayer and implement get_prunable_weights(), "
         "or wrap it naming its weights: "
@@ -110,9 +192,10 @@ def prunable_weights(layer, weight_names=None):
     else:
         names = lookup(layer)
         if names is None:
-            if layer.weights:
+            pruned, _ = split(layer)
+            if not pruned and any(w.trainable for w in layer.weights):
                 raise unsupported_error(layer)
-            return []
+            return pruned
     found = [w for w in layer.weights if w.name in names]
     missing = set(names) - {w.name for w in found}
     if weight_names is not None and missing:

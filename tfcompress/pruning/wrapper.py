@@ -55,7 +55,7 @@ class PruneLowMagnitude(WeightWrapper):
                 "PruneLowMagnitude wraps a layer; to prune a model use "
                 "prune_low_magnitude(model)."
             )
-        if weight_names is None and not registry.is_prunable(layer) and layer.weights:
+        if weight_names is None and not registry.has_rule(layer) and layer.weights:
             raise registry.unsupported_error(layer)
         pruning_schedule = pruning_schedule or ConstantSparsity(0.5, 0)
         if isinstance(pruning_schedule, dict):

@@ -1,0 +1,197 @@
+"""Real models built from composite layers (keras-rs, keras-hub, a user's own block).
+
+Each is pruned on every supported kernel inside its composite layers, however
+deep, trained a few steps to the target sparsity, stripped and converted to
+TFLite (float, within 1e-5 of Keras); the pruned model saves, loads and
+resumes; and quantization-aware training takes it without a crash, naming
+every layer it leaves float.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import tfcompress as tfc
+from tfcompress.export import signature
+
+SPARSITY = 0.5
+SCHEDULE = tfc.pruning.ConstantSparsity(SPARSITY, 0, frequency=1)
+RULES = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Embedding)
+
+
+@keras.saving.register_keras_serializable("tfcompress_tests")
+class TwoTower(keras.layers.Layer):
+    """A user's block: two Dense sublayers and a weight of its own."""
+
+    def __init__(self, units=8, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.left = keras.layers.Dense(units, activation="relu")
+        self.right = keras.layers.Dense(units)
+
+    def build(self, input_shape):
+        self.gate = self.add_weight(name="gate", shape=(self.units,), initializer="ones")
+
+    def call(self, x):
+        return self.left(x) * self.gate + self.right(x)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def _dcn(projection_dim):
+    import keras_rs
+
+    x = keras.Input((12,), name="features")
+    crossed = keras_rs.layers.FeatureCross(projection_dim=projection_dim)(x, x)
+    crossed = keras_rs.layers.FeatureCross(projection_dim=projection_dim)(x, crossed)
+    out = keras.layers.Dense(1, activation="sigmoid", name="click")(crossed)
+    model = keras.Model(x, out, name=f"dcn_v2_{projection_dim}")
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(64, 12)).astype("float32")
+    return model, features, (features[:, 0] * features[:, 1] > 0).astype("float32")
+
+
+def _dlrm():
+    import keras_rs
+
+    dense = keras.Input((4,), name="dense")
+    ids = [keras.Input((), dtype="int32", name=f"cat{i}") for i in range(3)]
+    bottom = keras.layers.Dense(8, activation="relu")(keras.layers.Dense(16)(dense))
+    tables = [keras.layers.Embedding(50, 8, name=f"table{i}")(t) for i, t in enumerate(ids)]
+    interactions = keras_rs.layers.DotInteraction()([bottom] + tables)
+    top = keras.layers.Dense(16, activation="relu")(
+        keras.layers.Concatenate()([bottom, interactions]))
+    model = keras.Model([dense] + ids, keras.layers.Dense(1, activation="sigmoid")(top),
+                        name="dlrm")
+    rng = np.random.default_rng(0)
+    x = {"dense": rng.normal(size=(64, 4)).astype("float32"),
+         **{f"cat{i}": rng.integers(0, 50, 64).astype("int32") for i in range(3)}}
+    return model, x, rng.integers(0, 2, 64).astype("float32")
+
+
+def _bert():
+    import keras_hub
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
+        max_sequence_length=8)
+    model = keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=3,
+                                                preprocessor=None)
+    rng = np.random.default_rng(0)
+    x = {"token_ids": rng.integers(0, 100, (64, 8)).astype("int32"),
+         "segment_ids": np.zeros((64, 8), "int32"), "padding_mask": np.ones((64, 8), "int32")}
+    return model, x, rng.integers(0, 3, 64)
+
+
+def _user_block():
+    x = keras.Input((6,), name="x")
+    out = keras.layers.Dense(2, name="head")(TwoTower(8, name="two_tower")(x))
+    model = keras.Model(x, out, name="user_block")
+    x_data = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    return model, x_data, x_data[:, :2] * 2
+
+
+MODELS = {"dcn_v2": lambda: _dcn(None), "dcn_v2_projection": lambda: _dcn(4), "dlrm": _dlrm,
+          "bert_classifier": _bert, "user_block": _user_block}
+# weights no rule covers, left dense (and named in the warning)
+LEFT_DENSE = {"bert_classifier": ["position_embedding/embeddings"],
+              "user_block": ["two_tower/gate"]}
+
+
+def _kernels(model):
+    """Paths of every supported kernel in the model, at any depth."""
+    found = set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, RULES):
+            name = "embeddings" if isinstance(layer, keras.layers.Embedding) else "kernel"
+            found.update(w.path for w in layer.weights if w.name == name)
+    return found
+
+
+def _loss(model):
+    if model.name == "user_block":
+        return "mse"
+    units = signature.name_outputs(model, model.outputs)
+    return ("binary_crossentropy" if next(iter(units.values())).shape[-1] == 1
+            else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+
+@pytest.fixture(params=sorted(MODELS), scope="module")
+def case(request):
+    keras.utils.set_random_seed(0)
+    model, x, y = MODELS[request.param]()
+    return request.param, model, x, y
+
+
+def test_pruned_on_every_kernel_inside_stripped_and_exported(case, tmp_path):
+    name, model, x, y = case
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pruned = tfc.pruning.prune_low_magnitude(model, pruning_schedule=SCHEDULE)
+    left = [str(w.message) for w in caught if "left" in str(w.message)]
+    if name in LEFT_DENSE:
+        (message,) = left
+        for path in LEFT_DENSE[name]:
+            assert path in message
+        with pytest.raises(ValueError, match="no pruning rule covers"):
+            tfc.pruning.prune_low_magnitude(model, pruning_schedule=SCHEDULE, strict=True)
+    else:
+        assert left == []
+
+    wrappers = tfc.core.steps.find(pruned, tfc.pruning.PruneLowMagnitude)
+    targets = {t.path for w in wrappers for t in w.targets}
+    # every kernel of the original model has its pruned twin in the new one
+    assert len(targets) == len(_kernels(model)) > 0, (sorted(targets), sorted(_kernels(model)))
+
+    pruned.compile(keras.optimizers.Adam(1e-3), _loss(model))
+    pruned.fit(x, y, batch_size=16, epochs=1, verbose=0,
+               callbacks=[tfc.pruning.UpdatePruningStep()])
+    for wrapper in wrappers:
+        for mask in wrapper.masks:
+            kept = float(np.mean(np.asarray(mask)))
+            assert abs(kept - (1 - SPARSITY)) < 0.02, (mask.path, kept)
+
+    stripped = tfc.pruning.strip_pruning(pruned)
+    assert not tfc.core.steps.find(stripped, tfc.pruning.PruneLowMagnitude)
+    zeros = [1 - np.count_nonzero(w) / w.size for layer in
+             stripped._flatten_layers(include_self=False, recursive=True)
+             if isinstance(layer, RULES) for w in layer.get_weights()[:1]]
+    assert zeros and min(zeros) >= SPARSITY - 0.02
+    flat = tfc.export.to_tflite(stripped)
+    report = tfc.export.verify(flat, stripped, x)
+    assert report.max_abs_diff <= 1e-5, report
+
+    # save mid-pruning, load with plain Keras, resume: the masks carry on
+    pruned.save(tmp_path / "pruned.keras")
+    loaded = keras.saving.load_model(tmp_path / "pruned.keras")
+    np.testing.assert_allclose(_predict(loaded, x), _predict(pruned, x), atol=1e-6)
+    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0,
+               callbacks=[tfc.pruning.UpdatePruningStep()])
+    assert tfc.pruning.sparsity_logs(loaded)["pruning_step"] == 8
+
+
+def _predict(model, x):
+    out = model.predict(x, verbose=0)
+    return out if isinstance(out, np.ndarray) else np.concatenate(
+        [np.asarray(v).reshape(len(v), -1) for v in keras.tree.flatten(out)], axis=1)
+
+
+def test_quantization_aware_without_a_crash_naming_what_stays_float(case):
+    name, model, x, y = case
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        qat = tfc.quantization.quantize_model(model)
+    float_warnings = " ".join(str(w.message) for w in caught if "stay float" in str(w.message))
+    composite = [layer.name for layer in model.layers
+                 if not isinstance(layer, keras.layers.InputLayer)
+                 and layer._flatten_layers(include_self=False, recursive=False)
+                 and not isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))]
+    for layer_name in composite:  # nothing silently stays float
+        assert layer_name in float_warnings, (layer_name, float_warnings)
+    qat.compile(keras.optimizers.Adam(1e-4), _loss(model))
+    qat.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    out = _predict(qat, x)
+    assert np.all(np.isfinite(out))
