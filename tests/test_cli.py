@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def _run(*args, timeout=300):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -9,6 +11,7 @@ def _run(*args, timeout=300):
                           text=True, env=env, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_demo_prints_the_table_and_writes_logs(tmp_path):
     out = _run("demo", "--out", str(tmp_path), "--epochs", "3", "--prune-epochs", "2",
                "--qat-epochs", "1")
@@ -52,7 +55,6 @@ def test_help_and_one_line_errors(tmp_path):
 
 import shutil  # noqa: E402
 
-import pytest  # noqa: E402
 
 import tfcompress_cli  # noqa: E402
 

@@ -126,6 +126,7 @@ def case(request):
     return request.param, model, x, y
 
 
+@pytest.mark.slow
 def test_pruned_on_every_kernel_inside_stripped_and_exported(case, tmp_path):
     name, model, x, y = case
     with warnings.catch_warnings(record=True) as caught:

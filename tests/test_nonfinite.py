@@ -150,6 +150,7 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_nan_scale_flatbuffer_is_reported_not_run(tmp_path):
     """In a subprocess: a crash (exit -11) fails the test instead of killing pytest."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -35,6 +35,7 @@ def number(output, label):
     return float(values[-1])
 
 
+@pytest.mark.slow
 def test_pruning_with_keras(tmp_path):
     out = run_guide("pruning_with_keras", tmp_path)
     baseline = number(out, "Size of gzipped baseline Keras model:")
@@ -43,18 +44,21 @@ def test_pruning_with_keras(tmp_path):
     assert number(out, "Pruned and quantized TFLite test_accuracy:") > 0.5
 
 
+@pytest.mark.slow
 def test_pruning_comprehensive_guide(tmp_path):
     out = run_guide("comprehensive_guide", tmp_path)
     assert (number(out, "Size of gzipped pruned model with stripping:")
             < number(out, "Size of gzipped pruned model without stripping:"))
 
 
+@pytest.mark.slow
 def test_pruning_with_sparsity_2_by_4(tmp_path):
     out = run_guide("pruning_with_sparsity_2_by_4", tmp_path)
     assert "Shape of Dense layer is (1024, 3136)" in out
     assert "Shape of the weight tensor is (64, 5, 5, 32)" in out
 
 
+@pytest.mark.slow
 def test_pruning_for_on_device_inference(tmp_path):
     run_guide("pruning_for_on_device_inference", tmp_path)
     from ai_edge_litert.interpreter import Interpreter
@@ -66,6 +70,7 @@ def test_pruning_for_on_device_inference(tmp_path):
     assert sorted(sparse) == [0, 2]  # the dense model, and the pruned one's two 1x1 convs
 
 
+@pytest.mark.slow
 def test_quantization_training_example(tmp_path):
     out = run_guide("training_example", tmp_path)
     tflite = number(out, "Quant TFLite test_accuracy:")
@@ -74,11 +79,13 @@ def test_quantization_training_example(tmp_path):
     assert (number(out, "Quantized model in Mb:") < number(out, "Float model in Mb:") / 2)
 
 
+@pytest.mark.slow
 def test_quantization_comprehensive_guide(tmp_path):
     out = run_guide("training_comprehensive_guide", tmp_path)
     assert "quant_custom_layer" in out  # the custom layer got its QuantizeConfig
 
 
+@pytest.mark.slow
 def test_pqat_example(tmp_path):
     out = run_guide("pqat_example", tmp_path)
     pqat = out[out.index("PQAT Model sparsity:"):]

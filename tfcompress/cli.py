@@ -103,9 +103,9 @@ def _convert(args):
 
     if args.to == "saved_model":
         tfc.export.to_saved_model(model, args.out, overwrite=args.overwrite)
-        from tfcompress.export.verify import _directory_size
+        from tfcompress.export.verify import directory_size
 
-        size, packed = _directory_size(args.out)
+        size, packed = directory_size(args.out)
         print(f"wrote {args.out} (SavedModel, serving_default): "
               f"{size:,} bytes, {packed:,} gzip bytes")
     else:

@@ -52,7 +52,7 @@ from tfcompress.export import census, finite, metrics, signature
 from tfcompress.export import data as data_lib
 from tfcompress.export.artifact import open_artifact
 from tfcompress.export.verify import (
-    _directory_size, _keras_outputs, _median_ms, _SavedModel, _TFLite,
+    directory_size, keras_outputs, median_ms, SavedModelRunner, TFLiteRunner,
 )
 
 COLUMNS = (
@@ -318,11 +318,11 @@ def _keras_row(model, path, data, max_samples, latency_runs):
     size, packed = _file_sizes(path) if path else _keras_file_sizes(model)
     inputs = signature.inputs(model)
     features, labels = _features(data, inputs, max_samples)
-    outputs = _keras_outputs(model, features)
+    outputs = keras_outputs(model, features)
     sample = signature.to_model_inputs(model, {n: a[:1] for n, a in features.items()})
     # A traced call, as Keras' predict runs it: eager dispatch would time Python.
     traced = tf.function(lambda features: model(features, training=False))
-    latency = _median_ms(lambda: traced(sample), latency_runs)
+    latency = median_ms(lambda: traced(sample), latency_runs)
     return _row(params, nonzero, size, packed, None, latency, outputs, labels, keras=True)
 
 
@@ -330,7 +330,7 @@ def _tflite_row(flatbuffer, data, max_samples, latency_runs, num_threads):
     finite.check_flatbuffer(flatbuffer)  # a NaN scale can crash the interpreter
     params, nonzero = _tflite_weights(flatbuffer)
     inputs = _tflite_inputs(flatbuffer)
-    run = _TFLite(flatbuffer, inputs, num_threads)
+    run = TFLiteRunner(flatbuffer, inputs, num_threads)
     features, labels = _features(data, inputs, max_samples)
     outputs = run(features)
     latency = run.latency({n: a[:1] for n, a in features.items()}, latency_runs)
@@ -349,14 +349,14 @@ def _saved_model_row(path, data, max_samples, latency_runs):
     specs = serving.structured_input_signature[1]
     inputs = [signature.InputInfo(name, tuple(spec.shape), spec.dtype.name)
               for name, spec in specs.items()]
-    run = _SavedModel(path, inputs)
+    run = SavedModelRunner(path, inputs)
     variables = [v for v in run.loaded.variables
                  if not v.name.split(":")[0].endswith(WRAPPER_VARIABLE_SUFFIXES)]
     params, nonzero = _count([v.numpy() for v in variables])
     features, labels = _features(data, inputs, max_samples)
     outputs = run(features)
     latency = run.latency({n: a[:1] for n, a in features.items()}, latency_runs)
-    size, packed = _directory_size(path)
+    size, packed = directory_size(path)
     return _row(params, nonzero, size, packed, None, latency, outputs, labels)
 
 
@@ -416,7 +416,7 @@ def _tflite_weights(flatbuffer):
     unquantized integer ones, which are shapes and indices. A sparse-encoded
     tensor counts its dense size and its stored non-zero values.
     """
-    interp = census._plain_interpreter(flatbuffer)
+    interp = census.plain_interpreter(flatbuffer)
     produced, consumed = set(), set()
     for op in interp._get_ops_details():
         produced.update(int(i) for i in op["outputs"])

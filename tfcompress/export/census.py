@@ -75,7 +75,7 @@ def ops(flatbuffer):
     assert [op.name for op in export.census.ops(flat)] == ["FULLY_CONNECTED"]
     ```
     """
-    interp = _plain_interpreter(flatbuffer)
+    interp = plain_interpreter(flatbuffer)
     found = []
     for op in interp._get_ops_details():
         ins = tuple(np.dtype(t).name for t in op["operand_types"])
@@ -99,7 +99,7 @@ def weights(flatbuffer):
     counts, sparse = export.census.weights(flat)   # ({"int8": 2048, "float32": 32}, 0)
     ```
     """
-    interp = _plain_interpreter(flatbuffer)
+    interp = plain_interpreter(flatbuffer)
     produced, consumed = set(), set()
     for op in interp._get_ops_details():
         produced.update(int(i) for i in op["outputs"])
@@ -114,7 +114,8 @@ def weights(flatbuffer):
     return dict(counts), sparse
 
 
-def _plain_interpreter(flatbuffer):
+def plain_interpreter(flatbuffer):
+    """A LiteRT interpreter for `flatbuffer` with the default delegates (XNNPACK) off."""
     from ai_edge_litert.interpreter import OpResolverType
 
     return interpreter(

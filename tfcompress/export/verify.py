@@ -188,7 +188,7 @@ def verify(artifact, keras_model, data, *, max_samples=None, num_threads=1, late
     inputs = signature.inputs(keras_model)
     features, labels = data_lib.features(data, inputs, "data", max_samples=max_samples,
                                          with_labels=True)
-    reference = _keras_outputs(keras_model, features)
+    reference = keras_outputs(keras_model, features)
 
     if fmt == "tflite":
         ops = census.ops(payload)
@@ -202,13 +202,13 @@ def verify(artifact, keras_model, data, *, max_samples=None, num_threads=1, late
             )
         finite.check_flatbuffer(payload, label)  # a NaN scale can crash the interpreter
         weights, sparse = census.weights(payload)
-        run = _TFLite(payload, inputs, num_threads)
+        run = TFLiteRunner(payload, inputs, num_threads)
         size, packed = len(payload), len(gzip.compress(payload, 9))
         runtime = f"LiteRT, {num_threads} thread" + ("s" if num_threads != 1 else "")
     else:
         ops, weights, sparse = [], {}, 0
-        run = _SavedModel(payload, inputs)
-        size, packed = _directory_size(payload)
+        run = SavedModelRunner(payload, inputs)
+        size, packed = directory_size(payload)
         runtime = "TF serving_default"
     got = run(features)
     outputs, mapping = _compare(reference, got)
@@ -239,7 +239,8 @@ def verify(artifact, keras_model, data, *, max_samples=None, num_threads=1, late
     return report
 
 
-def _keras_outputs(model, features):
+def keras_outputs(model, features):
+    """`{output name: array}` of `model` on `features` (`{input name: array}`), in batches."""
     count = len(next(iter(features.values())))
     chunks = []
     for start in range(0, count, _BATCH):
@@ -264,7 +265,7 @@ def _match(names, wanted, what):
     )
 
 
-class _TFLite:
+class TFLiteRunner:
     """Runs a flatbuffer's serving signature in LiteRT, as deployed (XNNPACK on).
 
     If the default XNNPACK delegate refuses the graph (LiteRT 2.3 does for
@@ -331,10 +332,12 @@ class _TFLite:
         interp.allocate_tensors()
         for name, value in feed.items():
             interp.set_tensor(details[name]["index"], value)
-        return _median_ms(interp.invoke, runs)
+        return median_ms(interp.invoke, runs)
 
 
-class _SavedModel:
+class SavedModelRunner:
+    """Runs a SavedModel's `serving_default` signature on `{input name: array}` features."""
+
     def __init__(self, path, inputs):
         self.loaded = tf.saved_model.load(path)
         if "serving_default" not in self.loaded.signatures:
@@ -359,7 +362,7 @@ class _SavedModel:
 
     def latency(self, sample, runs):
         feed = self._feed(sample)
-        return _median_ms(lambda: self.fn(**feed), runs)
+        return median_ms(lambda: self.fn(**feed), runs)
 
 
 def _quantize(array, detail):
@@ -404,7 +407,8 @@ def _agreement(ref, out):
     return kind, float(np.mean(decide(ref) == decide(out)))
 
 
-def _median_ms(call, runs):
+def median_ms(call, runs):
+    """Median wall time of `call()` in milliseconds, after 5 warm-up calls (at most ~2 s)."""
     for _ in range(5):
         call()
     times = []
@@ -416,7 +420,8 @@ def _median_ms(call, runs):
     return float(np.median(times) * 1000)
 
 
-def _directory_size(path):
+def directory_size(path):
+    """`(bytes, gzip bytes)` of a directory (e.g. a SavedModel), as a tar.gz."""
     total = 0
     for root, _, files in os.walk(path):
         total += sum(os.path.getsize(os.path.join(root, f)) for f in files)

@@ -105,7 +105,7 @@ def _check_steps(begin_step, end_step, frequency, allow_forever):
     return begin_step, end_step, frequency
 
 
-def _check_sparsity(name, value):
+def check_sparsity(name, value):
     """`value` as a Python float in [0, 1)."""
     value = _as_float(name, value)
     if not 0.0 <= value < 1.0:
@@ -136,7 +136,7 @@ class ConstantSparsity(PruningSchedule):
     """
 
     def __init__(self, target_sparsity, begin_step, end_step=-1, frequency=100):
-        self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
+        self.target_sparsity = check_sparsity("target_sparsity", target_sparsity)
         self.begin_step, self.end_step, self.frequency = _check_steps(
             begin_step, end_step, frequency, allow_forever=True)
 
@@ -175,8 +175,8 @@ class PolynomialDecay(PruningSchedule):
 
     def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step,
                  power=3, frequency=100):
-        initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
-        final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
+        initial_sparsity = check_sparsity("initial_sparsity", initial_sparsity)
+        final_sparsity = check_sparsity("final_sparsity", final_sparsity)
         begin_step, end_step, frequency = _check_steps(
             begin_step, end_step, frequency, allow_forever=False)
         if end_step == begin_step:

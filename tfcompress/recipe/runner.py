@@ -5,7 +5,7 @@ import os
 from tfcompress.core import steps
 
 from tfcompress.recipe.schema import SCHEMA, load
-from tfcompress.recipe.stages import _distiller, _prune, _quantize, _teacher, compile_kwargs
+from tfcompress.recipe.stages import make_distiller, prune_stage, quantize_stage, load_teacher, compile_kwargs
 
 
 def _split(data):
@@ -94,15 +94,15 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
         epochs = r["prune"]["epochs"] if "prune" in r else r["distill"]["epochs"]
         callbacks = []
         if "prune" in r:
-            current, callbacks = _prune(current, r, steps=steps_per_epoch * epochs)
+            current, callbacks = prune_stage(current, r, steps=steps_per_epoch * epochs)
         trainee = current
         if "distill" in r:
-            trainee = _distiller(_teacher(r["distill"], safe_mode), current, r)
+            trainee = make_distiller(load_teacher(r["distill"], safe_mode), current, r)
         trainee.compile(**compile_kwargs(r))
         trainee.fit(x, y, epochs=epochs, callbacks=callbacks + [_summaries(out_dir, "train")], **fit)
     float_model = pruning.strip_pruning(current) if current is not model else model
     if "quantize" in r:
-        current, callbacks = _quantize(current, r)
+        current, callbacks = quantize_stage(current, r)
         current.compile(**compile_kwargs(r, r["quantize"]["learning_rate"]))
         current.fit(x, y, epochs=r["quantize"]["epochs"],
                     callbacks=callbacks + [_summaries(out_dir, "qat")], **fit)

@@ -14,7 +14,7 @@ DISTILL_LOSSES = {"logits": ("LogitsDistillation", True, True),
                   "listwise": ("ListwiseDistillation", True, False),
                   "pairwise": ("PairwiseDistillation", False, False)}
 # losses that take `train.from_logits`, by the Keras class that takes it
-_FROM_LOGITS_LOSSES = {"sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
+FROM_LOGITS_LOSSES = {"sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
                        "categorical_crossentropy": "CategoricalCrossentropy",
                        "binary_crossentropy": "BinaryCrossentropy"}
 
@@ -176,7 +176,7 @@ def _check_prune(s):
 
     for key in ("final_sparsity", "initial_sparsity"):
         try:
-            schedule._check_sparsity(key, s[key])
+            schedule.check_sparsity(key, s[key])
         except ValueError as error:
             raise ValueError(f"'prune.{key}': {error}") from None
     _int("prune", "begin_step", s["begin_step"])

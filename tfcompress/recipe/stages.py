@@ -2,7 +2,7 @@
 
 import os
 
-from tfcompress.recipe.schema import _FROM_LOGITS_LOSSES, DISTILL_LOSSES, validate
+from tfcompress.recipe.schema import FROM_LOGITS_LOSSES, DISTILL_LOSSES, validate
 
 
 def pruning_schedule(recipe, steps=None):
@@ -48,7 +48,8 @@ def pruning_schedule(recipe, steps=None):
                                    frequency=frequency)
 
 
-def _teacher(d, safe_mode=True):
+def load_teacher(d, safe_mode=True):
+    """The recipe's teacher: the given model, or the `.keras` file it names."""
     import keras
 
     teacher = d["teacher"]
@@ -62,7 +63,8 @@ def _teacher(d, safe_mode=True):
     return report.load_model(path, safe_mode=safe_mode)
 
 
-def _prune(model, r, steps=None):
+def prune_stage(model, r, steps=None):
+    """`(model wrapped for pruning, its callbacks)` for the recipe's `prune` section."""
     from tfcompress import pruning
 
     p = r["prune"]
@@ -78,7 +80,8 @@ def _prune(model, r, steps=None):
     return pruned, [pruning.UpdatePruningStep()]
 
 
-def _quantize(model, r):
+def quantize_stage(model, r):
+    """`(quantization-aware model, its callbacks)` for the recipe's `quantize` section."""
     from tfcompress import pruning, quantization
     from tfcompress.core import steps
 
@@ -91,7 +94,8 @@ def _quantize(model, r):
     return qat, [pruning.UpdatePruningStep()] if wrapped else []
 
 
-def _distiller(teacher, student, r):
+def make_distiller(teacher, student, r):
+    """A `Distiller` of `student` from `teacher` for the recipe's `distill` section."""
     from tfcompress import distillation
 
     d = r["distill"]
@@ -140,14 +144,14 @@ def prepare(model, recipe, *, safe_mode=True):
     """
     r = validate(recipe)
     if "prune" in r:
-        pruned, callbacks = _prune(model, r)
+        pruned, callbacks = prune_stage(model, r)
         if "distill" in r:
-            return _distiller(_teacher(r["distill"], safe_mode), pruned, r), callbacks
+            return make_distiller(load_teacher(r["distill"], safe_mode), pruned, r), callbacks
         return pruned, callbacks
     if "quantize" in r:
-        return _quantize(model, r)
+        return quantize_stage(model, r)
     if "distill" in r:
-        return _distiller(_teacher(r["distill"], safe_mode), model, r), []
+        return make_distiller(load_teacher(r["distill"], safe_mode), model, r), []
     return model, []
 
 
@@ -169,7 +173,7 @@ def compile_kwargs(recipe, learning_rate=None):
     optimizer = keras.optimizers.get({"class_name": t["optimizer"], "config": {
         "learning_rate": learning_rate or t["learning_rate"]}})
     loss = t["loss"]
-    if loss in _FROM_LOGITS_LOSSES:
+    if loss in FROM_LOGITS_LOSSES:
         # by class: `losses.get` of the function name would drop from_logits
-        loss = getattr(keras.losses, _FROM_LOGITS_LOSSES[loss])(from_logits=t["from_logits"])
+        loss = getattr(keras.losses, FROM_LOGITS_LOSSES[loss])(from_logits=t["from_logits"])
     return {"optimizer": optimizer, "loss": loss, "metrics": list(t["metrics"])}
