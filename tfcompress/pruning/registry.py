@@ -82,19 +82,6 @@ def lookup(layer):
     return None
 
 
-def is_prunable(layer):
-    """True when `prune_low_magnitude` knows which weights of `layer` to prune.
-
-    A composite layer (one holding sublayers: keras-rs `FeatureCross`,
-    keras-hub `TransformerEncoder`, a user's block) is prunable when a rule
-    covers a sublayer of it, however deep.
-    """
-    return (
-        hasattr(layer, "get_prunable_weights") or lookup(layer) is not None
-        or bool(split(layer)[0])
-    )
-
-
 def has_rule(layer):
     """True when a rule covers `layer` or a sublayer of it (built or not).
 
