@@ -47,11 +47,11 @@ def open_artifact(artifact, accepted, keras_files=False):
     if payload[4:8] != b"TFL3":
         keras_too = f" nor a Keras model ({', '.join(KERAS_SUFFIXES)})" if keras_files else ""
         raise ValueError(f"'{path}' is not a TFLite flatbuffer (no TFL3 identifier){keras_too}.")
-    check_flatbuffer(payload, path)
+    check_whole_flatbuffer(payload, path)
     return "tflite", path, payload
 
 
-def check_flatbuffer(payload, label):
+def check_whole_flatbuffer(payload, label):
     """Raises ValueError when `payload` is not a whole, valid TFLite flatbuffer (e.g. truncated).
 
     Example:
@@ -59,7 +59,7 @@ def check_flatbuffer(payload, label):
     ```python
     from tfcompress.export.artifact import check_flatbuffer
     try:
-        check_flatbuffer(b"\\0\\0\\0\\0TFL3", "tiny.tflite")
+        check_whole_flatbuffer(b"\\0\\0\\0\\0TFL3", "tiny.tflite")
     except ValueError as error:
         print(error)   # ... not a valid TFLite flatbuffer ...
     ```

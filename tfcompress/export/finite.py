@@ -122,3 +122,31 @@ def check_flatbuffer(flatbuffer, label="<flatbuffer>"):
             f"garbage or crash running it: {', '.join(bad[:6])}{more}. It was not run. "
             "This comes from NaN/Inf in the model or in the calibration data; export "
             "again with tfcompress (it refuses non-finite models and data). " + _FIX)
+
+
+def check_samples(arrays, role="representative_data"):
+    """Raises ValueError naming the samples of `{input name: array}` that hold NaN/Inf.
+
+    Calibration samples with NaN/Inf would make the calibrated ranges, and so
+    the int8 scales, NaN.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from tfcompress.export import finite
+    finite.check_samples({"image": np.zeros((4, 8, 8, 1), "float32")})   # fine
+    ```
+    """
+    for name, array in arrays.items():
+        if array.dtype.kind != "f":
+            continue
+        rows = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1))
+        if rows.size:
+            listed = ", ".join(map(str, rows[:5])) + (", ..." if rows.size > 5 else "")
+            raise ValueError(
+                f"{role} input '{name}' holds NaN/Inf values in "
+                f"{rows.size} sample{'s' * (rows.size != 1)} (sample {listed}); they "
+                "would make the calibrated ranges, and so the int8 scales, NaN, which "
+                "crashes the LiteRT interpreter. Nothing was written. Drop those "
+                "samples, e.g. x[np.isfinite(x).reshape(len(x), -1).all(axis=1)].")

@@ -115,7 +115,7 @@ def to_tflite(model, path=None, mode="float", representative_data=None, io_type=
             )
         calibration = data.features(representative_data, inputs, "representative_data",
                                     max_samples=max_samples)
-        _check_finite_samples(calibration)
+        finite.check_samples(calibration, "representative_data")
     elif mode in CALIBRATED and not (qat and mode == "int8"):
         example = ("x_train[:200]" if len(inputs) == 1
                    else "{" + ", ".join(f"'{i.name}': ..." for i in inputs) + "}")
@@ -143,22 +143,6 @@ def to_tflite(model, path=None, mode="float", representative_data=None, io_type=
     if path is not None:
         _atomic.write_bytes(path, flatbuffer, overwrite)
     return flatbuffer
-
-
-def _check_finite_samples(calibration):
-    """NaN/Inf calibration samples would become NaN quantization ranges: refuse them."""
-    for name, array in calibration.items():
-        if array.dtype.kind != "f":
-            continue
-        rows = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1))
-        if rows.size:
-            listed = ", ".join(map(str, rows[:5])) + (", ..." if rows.size > 5 else "")
-            raise ValueError(
-                f"representative_data input '{name}' holds NaN/Inf values in "
-                f"{rows.size} sample{'s' * (rows.size != 1)} (sample {listed}); they "
-                "would make the calibrated ranges, and so the int8 scales, NaN, which "
-                "crashes the LiteRT interpreter. Nothing was written. Drop those "
-                "samples, e.g. x[np.isfinite(x).reshape(len(x), -1).all(axis=1)].")
 
 
 def _configure(converter, mode, calibration, io_type, sparse, allow_tf_ops):

@@ -120,8 +120,7 @@ class _RangeQuantizer(Quantizer):
             high = tf.where(finite, next_high, weights["max"].value)
             weights["min"].assign(low)
             weights["max"].assign(high)
-            if NONFINITE in weights:  # models saved before the counter existed
-                weights[NONFINITE].assign_add(1.0 - tf.cast(finite, "float32"))
+            weights[NONFINITE].assign_add(1.0 - tf.cast(finite, "float32"))
             return self._fake_quant(inputs, low, high)
         return self._fake_quant(inputs, weights["min"].value, weights["max"].value)
 
