@@ -350,7 +350,7 @@ def bench_pipeline(seeds, quick, teachers):
         add(rows, name, "test accuracy", accuracy(teacher, xt, yt))
         add(rows, name, "non-zero weights", teacher.count_params())
         add(rows, name, "weight sparsity", 0.0)
-        student, distiller = D.distill_and_prune(
+        student, distiller = tfc.recipe.distill_and_prune(
             teacher, examples.digits_cnn(width=16), x, y, CE, sparsity=0.8, quantize=True,
             temperature=T, student_loss_weight=STUDENT_WEIGHT, epochs=3 if quick else 12,
             batch_size=64, optimizer=keras.optimizers.Adam(3e-3))

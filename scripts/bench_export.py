@@ -203,7 +203,7 @@ def policy_run(quick=False, sparsity=0.85):
     pruned.compile("sgd", "mse")
     pruned.fit(x, np.zeros((2, 1000), "float32"), batch_size=2, verbose=0,
                callbacks=[tfc.pruning.UpdatePruningStep()])
-    wrapped = tfc.core.steps.find(pruned, tfc.pruning.PruneLowMagnitude)
+    wrapped = tfc.core.find(pruned, tfc.pruning.PruneLowMagnitude)
     stripped = tfc.pruning.strip_pruning(pruned)
     pointwise = sum(int(np.prod(w.layer.kernel.shape)) for w in wrapped)
     print(f"mobilenet-like {size}x{size} width {width}: {len(wrapped)} 1x1 Conv2D pruned to "

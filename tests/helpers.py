@@ -24,7 +24,7 @@ def expected_zeros(size, sparsity):
 def mask_zeros(model):
     """{mask path: number of zeros} for every pruning mask in `model`."""
     out = {}
-    for wrapper in tfc.core.steps.find(model, tfc.pruning.PruneLowMagnitude):
+    for wrapper in tfc.core.find(model, tfc.pruning.PruneLowMagnitude):
         for mask in wrapper.masks:
             value = np.asarray(mask)
             out[mask.path] = int(value.size - value.sum())

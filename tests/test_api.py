@@ -54,14 +54,14 @@ def test_prunes_sequential_functional_and_nested_models():
     model = keras.Model(inputs, outputs)
     pruned = tfc.pruning.prune_low_magnitude(
         model, pruning_schedule=tfc.pruning.ConstantSparsity(0.5, 0, frequency=1))
-    wrappers = tfc.core.steps.find(pruned, tfc.pruning.PruneLowMagnitude)
+    wrappers = tfc.core.find(pruned, tfc.pruning.PruneLowMagnitude)
     assert sorted(w.layer.name for w in wrappers) == ["head", "inner_dense"]
     x, y = regression_data(outputs=2)
     _fit(pruned, x, y)
     for w in wrappers:
         assert float(np.mean(w.masks[0])) == 0.5
     stripped = tfc.pruning.strip_pruning(pruned)
-    assert not tfc.core.steps.find(stripped, tfc.pruning.PruneLowMagnitude)
+    assert not tfc.core.find(stripped, tfc.pruning.PruneLowMagnitude)
     np.testing.assert_allclose(stripped.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-6)
 
 
@@ -95,7 +95,7 @@ def test_unsupported_layer_error_names_it_and_the_fix():
     # by default the weights no rule covers stay dense, named in one warning
     with pytest.warns(UserWarning, match=r"left 1 weight dense.*my_custom/w \(Custom\)"):
         pruned = tfc.pruning.prune_low_magnitude(model)
-    assert not tfc.core.steps.find(pruned, tfc.pruning.PruneLowMagnitude)
+    assert not tfc.core.find(pruned, tfc.pruning.PruneLowMagnitude)
     with pytest.raises(ValueError) as info:
         tfc.pruning.prune_low_magnitude(model, strict=True)
     message = str(info.value)

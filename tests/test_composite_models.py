@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
+from tfcompress import examples
 from tfcompress.export import signature
 
 SPARSITY = 0.5
@@ -41,51 +42,6 @@ class TwoTower(keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
-def _dcn(projection_dim):
-    import keras_rs
-
-    x = keras.Input((12,), name="features")
-    crossed = keras_rs.layers.FeatureCross(projection_dim=projection_dim)(x, x)
-    crossed = keras_rs.layers.FeatureCross(projection_dim=projection_dim)(x, crossed)
-    out = keras.layers.Dense(1, activation="sigmoid", name="click")(crossed)
-    model = keras.Model(x, out, name=f"dcn_v2_{projection_dim}")
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(64, 12)).astype("float32")
-    return model, features, (features[:, 0] * features[:, 1] > 0).astype("float32")
-
-
-def _dlrm():
-    import keras_rs
-
-    dense = keras.Input((4,), name="dense")
-    ids = [keras.Input((), dtype="int32", name=f"cat{i}") for i in range(3)]
-    bottom = keras.layers.Dense(8, activation="relu")(keras.layers.Dense(16)(dense))
-    tables = [keras.layers.Embedding(50, 8, name=f"table{i}")(t) for i, t in enumerate(ids)]
-    interactions = keras_rs.layers.DotInteraction()([bottom] + tables)
-    top = keras.layers.Dense(16, activation="relu")(
-        keras.layers.Concatenate()([bottom, interactions]))
-    model = keras.Model([dense] + ids, keras.layers.Dense(1, activation="sigmoid")(top),
-                        name="dlrm")
-    rng = np.random.default_rng(0)
-    x = {"dense": rng.normal(size=(64, 4)).astype("float32"),
-         **{f"cat{i}": rng.integers(0, 50, 64).astype("int32") for i in range(3)}}
-    return model, x, rng.integers(0, 2, 64).astype("float32")
-
-
-def _bert():
-    import keras_hub
-
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
-        max_sequence_length=8)
-    model = keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=3,
-                                                preprocessor=None)
-    rng = np.random.default_rng(0)
-    x = {"token_ids": rng.integers(0, 100, (64, 8)).astype("int32"),
-         "segment_ids": np.zeros((64, 8), "int32"), "padding_mask": np.ones((64, 8), "int32")}
-    return model, x, rng.integers(0, 3, 64)
-
-
 def _user_block():
     x = keras.Input((6,), name="x")
     out = keras.layers.Dense(2, name="head")(TwoTower(8, name="two_tower")(x))
@@ -94,8 +50,9 @@ def _user_block():
     return model, x_data, x_data[:, :2] * 2
 
 
-MODELS = {"dcn_v2": lambda: _dcn(None), "dcn_v2_projection": lambda: _dcn(4), "dlrm": _dlrm,
-          "bert_classifier": _bert, "user_block": _user_block}
+MODELS = {"dcn_v2": lambda: examples.dcn_v2(None), "dcn_v2_projection": lambda: examples.dcn_v2(4),
+          "dlrm": examples.dlrm, "bert_classifier": examples.bert_classifier,
+          "user_block": _user_block}
 # weights no rule covers, left dense (and named in the warning)
 LEFT_DENSE = {"bert_classifier": ["position_embedding/embeddings"],
               "user_block": ["two_tower/gate"]}
@@ -142,7 +99,7 @@ def test_pruned_on_every_kernel_inside_stripped_and_exported(case, tmp_path):
     else:
         assert left == []
 
-    wrappers = tfc.core.steps.find(pruned, tfc.pruning.PruneLowMagnitude)
+    wrappers = tfc.core.find(pruned, tfc.pruning.PruneLowMagnitude)
     targets = {t.path for w in wrappers for t in w.targets}
     # every kernel of the original model has its pruned twin in the new one
     assert len(targets) == len(_kernels(model)) > 0, (sorted(targets), sorted(_kernels(model)))
@@ -156,7 +113,7 @@ def test_pruned_on_every_kernel_inside_stripped_and_exported(case, tmp_path):
             assert abs(kept - (1 - SPARSITY)) < 0.02, (mask.path, kept)
 
     stripped = tfc.pruning.strip_pruning(pruned)
-    assert not tfc.core.steps.find(stripped, tfc.pruning.PruneLowMagnitude)
+    assert not tfc.core.find(stripped, tfc.pruning.PruneLowMagnitude)
     zeros = [1 - np.count_nonzero(w) / w.size for layer in
              stripped._flatten_layers(include_self=False, recursive=True)
              if isinstance(layer, RULES) for w in layer.get_weights()[:1]]
@@ -180,17 +137,27 @@ def _predict(model, x):
         [np.asarray(v).reshape(len(v), -1) for v in keras.tree.flatten(out)], axis=1)
 
 
-def test_quantization_aware_without_a_crash_naming_what_stays_float(case):
+def test_quantization_aware_on_every_kernel_inside_naming_what_stays_float(case):
     name, model, x, y = case
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         qat = tfc.quantization.quantize_model(model)
     float_warnings = " ".join(str(w.message) for w in caught if "stay float" in str(w.message))
-    composite = [layer.name for layer in model.layers
-                 if not isinstance(layer, keras.layers.InputLayer)
-                 and layer._flatten_layers(include_self=False, recursive=False)
-                 and not isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))]
-    for layer_name in composite:  # nothing silently stays float
+    wrappers = tfc.core.find(qat, tfc.quantization.QuantizeWrapper)
+    # every supported kernel, however deep, computes fake-quantized
+    targeted = {id(t) for w in wrappers for t in w.targets}
+    kernels = [w for layer in qat._flatten_layers(recursive=True) if isinstance(layer, RULES)
+               for w in layer.weights if w.name in ("kernel", "embeddings")]
+    assert kernels and all(id(k) in targeted for k in kernels), name
+    # nothing silently stays float: every layer with weights outside a quantization
+    # wrapper, and every composite one whose activations stay float inside, is named
+    inside = {id(sub) for w in wrappers for sub in w._flatten_layers(recursive=True)}
+    left = [layer.name for layer in qat._flatten_layers(include_self=False, recursive=True)
+            if id(layer) not in inside and layer.weights and not isinstance(layer, keras.Model)
+            and not isinstance(layer, tfc.quantization.QuantizeLayer)]
+    composite = [w.layer.name for w in wrappers if w.layer._flatten_layers(
+        include_self=False, recursive=False)]
+    for layer_name in left + composite:
         assert layer_name in float_warnings, (layer_name, float_warnings)
     qat.compile(keras.optimizers.Adam(1e-4), _loss(model))
     qat.fit(x, y, batch_size=16, epochs=1, verbose=0)

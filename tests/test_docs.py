@@ -60,7 +60,7 @@ def _public_symbols():
 
     packages = ["tfcompress", "tfcompress.core", "tfcompress.pruning", "tfcompress.quantization",
                 "tfcompress.distillation", "tfcompress.export", "tfcompress.recipe"]
-    modules = ["tfcompress.report", "tfcompress.examples", "tfcompress.summaries",
+    modules = ["tfcompress.report", "tfcompress.examples",
                "tfcompress.demo", "tfcompress.core.summaries", "tfcompress.export.metrics",
                "tfcompress_cli"]
     found = {}
@@ -79,7 +79,7 @@ def _public_symbols():
 # Examples that train for many seconds; each is the same call a test below makes.
 _SLOW = {"tfcompress.demo.run": "test_cli.py demo",
          "tfcompress.recipe.runner.run": "test_recipe.py run tests",
-         "tfcompress.distillation.pipeline.distill_and_prune": "test_distillation.py pipeline",
+         "tfcompress.recipe.pipeline.distill_and_prune": "test_distillation.py pipeline",
          "tfcompress.distillation.distiller.Distiller": "test_distillation.py fit tests",
          "tfcompress.report.compare": "test_report_cli.py compare tests"}
 _PUBLIC = _public_symbols()

@@ -25,7 +25,7 @@ def _pruned(schedule=SCHEDULE):
 
 def _sizes(model):
     return {m.path: int(np.prod(m.shape))
-            for w in tfc.core.steps.find(model, tfc.pruning.PruneLowMagnitude) for m in w.masks}
+            for w in tfc.core.find(model, tfc.pruning.PruneLowMagnitude) for m in w.masks}
 
 
 @pytest.mark.parametrize("steps_per_execution,jit_compile", [(1, False), (8, True), (8, False)])

@@ -69,7 +69,7 @@ def test_layer_prunes_and_strips(name, tmp_path):
     make, shape = CASES[name]
     x, y = _data(shape)
     pruned = _fit_pruned(_model(make, shape), x, y)
-    wrappers = tfc.core.steps.find(pruned, tfc.pruning.PruneLowMagnitude)
+    wrappers = tfc.core.find(pruned, tfc.pruning.PruneLowMagnitude)
     target = [w for w in wrappers if type(w.layer).__name__ == name]
     assert target and target[0].masks, f"{name} was not wrapped"
     for mask in target[0].masks:
@@ -95,7 +95,7 @@ def test_multi_head_attention_projections_are_pruned():
     model = keras.Model(inputs, L.Dense(1)(L.Flatten()(x)))
     x, y = _data((6, 8))
     pruned = _fit_pruned(model, x, y)
-    wrapper = tfc.core.steps.find(pruned, tfc.pruning.PruneLowMagnitude)[0]
+    wrapper = tfc.core.find(pruned, tfc.pruning.PruneLowMagnitude)[0]
     assert isinstance(wrapper.layer, L.MultiHeadAttention)
     assert len(wrapper.masks) == 4  # query, key, value, output
     for mask in wrapper.masks:

@@ -184,7 +184,7 @@ def test_prune_preserving_qat_keeps_zeros_in_int8_weights():
     qat.compile("adam", loss)
     qat.fit(x[:1280], y[:1280], batch_size=32, epochs=1, verbose=0,
             callbacks=[tfc.pruning.UpdatePruningStep()])  # pruning continues to step 60
-    prune_wrappers = tfc.core.steps.find(qat, tfc.pruning.PruneLowMagnitude)
+    prune_wrappers = tfc.core.find(qat, tfc.pruning.PruneLowMagnitude)
     masks = {w.layer.name: np.asarray(w.masks[0]) for w in prune_wrappers}
     assert all(abs(1 - m.mean() - 0.75) < 0.01 for m in masks.values())
 
@@ -201,9 +201,9 @@ def test_prune_preserving_qat_keeps_zeros_in_int8_weights():
                 assert abs(zeros - 0.75) < 0.02, (tensors[op["inputs"][1]]["name"], zeros)
     assert checked == len(masks)
     # and the float weights the layers compute with keep exactly the mask's zeros
-    for wrapper in tfc.core.steps.find(qat, Q.QuantizeWrapper):
+    for wrapper in tfc.core.find(qat, Q.QuantizeWrapper):
         if isinstance(wrapper.layer, tfc.pruning.PruneLowMagnitude):
-            effective = wrapper.transform_weights(wrapper.targets, False)[0].numpy()
+            effective = wrapper.baked_weights()[0]  # the chain: fake_quant(kernel * mask)
             mask = np.asarray(wrapper.layer.masks[0])
             assert np.all(effective[mask == 0] == 0)
 
@@ -232,7 +232,7 @@ def test_prune_preserving_qat_of_a_stripped_model_keeps_its_zeros(tmp_path):
     qat.save(tmp_path / "pqat.keras")
     loaded = keras.saving.load_model(tmp_path / "pqat.keras")
     for model in (qat, loaded):
-        for wrapper in tfc.core.steps.find(model, Q.QuantizeWrapper):
+        for wrapper in tfc.core.find(model, Q.QuantizeWrapper):
             if wrapper.layer.name in zeros:
                 effective = wrapper.transform_weights(wrapper.targets, False)[0].numpy()
                 assert np.all(effective[zeros[wrapper.layer.name]] == 0), wrapper.name
@@ -248,7 +248,7 @@ def test_prune_preserving_qat_of_a_stripped_model_keeps_its_zeros(tmp_path):
     plain = Q.quantize_model(stripped)
     plain.compile(keras.optimizers.Adam(1e-3), loss)
     plain.fit(x[:640], y[:640], batch_size=32, verbose=0)
-    dense = [l for l in tfc.core.steps.find(plain, Q.QuantizeWrapper) if l.layer.name in zeros]
+    dense = [l for l in tfc.core.find(plain, Q.QuantizeWrapper) if l.layer.name in zeros]
     assert all(np.mean(np.asarray(w.layer.kernel) == 0) < 0.5 for w in dense)  # from 0.8
 
 

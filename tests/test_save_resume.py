@@ -25,7 +25,7 @@ def _fit(model, x, y, epochs):
 
 
 def _masks(model):
-    return [np.asarray(m) for w in tfc.core.steps.find(model, tfc.pruning.PruneLowMagnitude)
+    return [np.asarray(m) for w in tfc.core.find(model, tfc.pruning.PruneLowMagnitude)
             for m in w.masks]
 
 

@@ -94,7 +94,7 @@ def test_kept_weight_histograms_count_the_unpruned_weights(tmp_path):
     schedule = tfc.pruning.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=16, frequency=4)
     model = _fit_pruned(schedule, epochs=3, log_dir=str(tmp_path))  # 8 steps per epoch
     histograms = _histograms(tmp_path / "pruning")
-    wrappers = tfc.core.steps.find(model, tfc.pruning.PruneLowMagnitude)
+    wrappers = tfc.core.find(model, tfc.pruning.PruneLowMagnitude)
     assert sorted(histograms) == sorted(f"pruning/kept/{w.name}/kernel" for w in wrappers)
     for w in wrappers:
         rows = histograms[f"pruning/kept/{w.name}/kernel"]

@@ -17,7 +17,7 @@ POLICY = tfmot.sparsity.keras.PruneForLatencyOnXNNPack
 
 
 def _pruned_names(model):
-    return sorted(w.layer.name for w in tfc.core.steps.find(model, tfc.pruning.PruneLowMagnitude))
+    return sorted(w.layer.name for w in tfc.core.find(model, tfc.pruning.PruneLowMagnitude))
 
 
 def _stem(x, filters=8):

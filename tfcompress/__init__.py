@@ -8,9 +8,9 @@ import tfcompress as tfmot        # TFMOT names: tfmot.sparsity.keras.*, tfmot.q
 
 __version__ = "0.1.0"
 
-from tfcompress import core, distillation, experimental, export, pruning, quantization, report, sparsity  # noqa: E402,E501  (registers Keras classes)
+from tfcompress import core, distillation, experimental, export, pruning, quantization, recipe, report, sparsity  # noqa: E402,E501  (registers Keras classes)
 from tfcompress.quantization import keras as _tfmot_quantization  # noqa: E402,F401
-from tfcompress.summaries import CompressionSummaries  # noqa: E402
+from tfcompress.core import CompressionSummaries, strip  # noqa: E402
 
-__all__ = ["CompressionSummaries", "__version__", "core", "distillation", "experimental", "export", "pruning", "quantization",
-           "report", "sparsity"]
+__all__ = ["CompressionSummaries", "__version__", "core", "distillation", "experimental", "export",
+           "pruning", "quantization", "recipe", "report", "sparsity", "strip"]

@@ -17,6 +17,7 @@ import numpy as np
 
 import tfcompress as tfc
 from tfcompress import examples
+from tfcompress.recipe import pipeline
 
 
 class _Progress(keras.callbacks.Callback):
@@ -56,16 +57,19 @@ def run(out_dir="tfcompress_demo", epochs=15, prune_epochs=10, sparsity=0.8, see
     schedule = tfc.pruning.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end_step,
                                            frequency=max(1, end_step // 10))
 
+    fit = dict(batch_size=32, validation_data=(xv, yv), verbose=0)
+
     print("1/5 training the teacher, a larger CNN: digits_cnn(width=32)", flush=True)
-    teacher = examples.digits_cnn(width=32)
-    teacher.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
-    teacher.fit(x, y, batch_size=32, epochs=epochs, validation_data=(xv, yv), verbose=0,
-                callbacks=[_Progress("teacher", epochs)])
+    teacher, _ = pipeline.fit_stage(
+        examples.digits_cnn(width=32), [], x, y, epochs=epochs,
+        compile_kwargs=dict(optimizer=keras.optimizers.Adam(3e-3), loss=loss,
+                            metrics=["accuracy"]),
+        callbacks=[_Progress("teacher", epochs)], **fit)
 
     print(f"2/5 distilling into digits_cnn() while pruning to {sparsity:.0%} with {schedule}",
           flush=True)
     log_dir = os.path.join(out_dir, "logs")
-    stripped, distiller = tfc.distillation.distill_and_prune(
+    stripped, distiller = tfc.recipe.distill_and_prune(
         teacher, examples.digits_cnn(), x, y, loss, pruning_schedule=schedule,
         epochs=prune_epochs, batch_size=32, optimizer=keras.optimizers.Adam(3e-3),
         validation_data=(xv, yv), log_dir=log_dir,
@@ -73,12 +77,13 @@ def run(out_dir="tfcompress_demo", epochs=15, prune_epochs=10, sparsity=0.8, see
     pruned = distiller.student  # still wrapped: QAT below keeps its zeros
 
     print("3/5 quantization-aware training (pruned zeros kept)", flush=True)
-    qat = tfc.quantization.quantize_model(
-        pruned, scheme=tfc.quantization.Default8BitPrunePreserveQuantizeScheme())
-    qat.compile(keras.optimizers.Adam(3e-4), loss, metrics=["accuracy"])
-    qat.fit(x, y, batch_size=32, epochs=qat_epochs, validation_data=(xv, yv), verbose=0,
-            callbacks=[tfc.pruning.UpdatePruningStep(), _Progress("qat", qat_epochs),
-                       tfc.CompressionSummaries(os.path.join(log_dir, "qat"))])
+    quantize = tfc.core.techniques.stages()["quantize"]
+    qat_recipe = tfc.recipe.validate({"quantize": {"preserve_sparsity": True}})
+    qat, _ = pipeline.fit_stage(
+        pruned, [lambda model: quantize.prepare(model, qat_recipe)], x, y, epochs=qat_epochs,
+        compile_kwargs=dict(optimizer=keras.optimizers.Adam(3e-4), loss=loss,
+                            metrics=["accuracy"]),
+        log_dir=os.path.join(log_dir, "qat"), callbacks=[_Progress("qat", qat_epochs)], **fit)
 
     print("4/5 exporting int8 TFLite + SavedModel", flush=True)
     teacher.trainable = True  # the Distiller froze it; count its weights as parameters

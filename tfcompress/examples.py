@@ -7,6 +7,11 @@
   `v ~ N(0, I/√d)` and a per-item bias; a context feature (one of 8) adds a
   shift; `P(click) = sigmoid(strength·u·v + b_item + c_context - 1)` (strength 6:
   a Bayes-optimal AUC of 0.88 at the defaults).
+- `dcn_v2()`, `dlrm()`, `bert_classifier()`: real third-party models built
+  from composite layers (keras-rs `FeatureCross`, `DotInteraction`; keras-hub
+  `BertBackbone`, from a small config with random weights, no download), each
+  with a small synthetic labelled batch (stated in its docstring). They need
+  the test extra (`pip install tfcompress[test]`).
 """
 
 import keras
@@ -112,3 +117,83 @@ def click_model(users=200, items=100, contexts=8, dim=16):
     logit = L.Add()([L.Dense(1)(x), interaction])
     outputs = L.Activation("sigmoid", name="click")(logit)
     return keras.Model(inputs, outputs, name="click_model")
+
+
+def dcn_v2(projection_dim=None, n=64, seed=0):
+    """A keras-rs DCN-v2 (two `FeatureCross` layers, a sigmoid head) and `(x, y)`.
+
+    Features are `N(0, 1)` in 12 dimensions; the label is 1 when the first
+    two features have the same sign (a pure feature cross).
+
+    Example:
+
+    ```python
+    from tfcompress import examples
+    model, x, y = examples.dcn_v2(projection_dim=4)
+    ```
+    """
+    import keras_rs
+
+    x = keras.Input((12,), name="features")
+    crossed = keras_rs.layers.FeatureCross(projection_dim=projection_dim)(x, x)
+    crossed = keras_rs.layers.FeatureCross(projection_dim=projection_dim)(x, crossed)
+    out = keras.layers.Dense(1, activation="sigmoid", name="click")(crossed)
+    model = keras.Model(x, out, name=f"dcn_v2_{projection_dim}")
+    features = np.random.default_rng(seed).normal(size=(n, 12)).astype("float32")
+    return model, features, (features[:, 0] * features[:, 1] > 0).astype("float32")
+
+
+def dlrm(n=64, seed=0):
+    """A keras-rs DLRM (bottom MLP, three tables, `DotInteraction`, top MLP) and `(x, y)`.
+
+    Dense features `N(0, 1)`, ids uniform over 50 rows per table, labels
+    uniform 0/1 (noise: a shape and plumbing check, not a task).
+
+    Example:
+
+    ```python
+    from tfcompress import examples
+    model, x, y = examples.dlrm()
+    ```
+    """
+    import keras_rs
+
+    dense = keras.Input((4,), name="dense")
+    ids = [keras.Input((), dtype="int32", name=f"cat{i}") for i in range(3)]
+    bottom = keras.layers.Dense(8, activation="relu")(keras.layers.Dense(16)(dense))
+    tables = [keras.layers.Embedding(50, 8, name=f"table{i}")(t) for i, t in enumerate(ids)]
+    interactions = keras_rs.layers.DotInteraction()([bottom] + tables)
+    top = keras.layers.Dense(16, activation="relu")(
+        keras.layers.Concatenate()([bottom, interactions]))
+    model = keras.Model([dense] + ids, keras.layers.Dense(1, activation="sigmoid")(top),
+                        name="dlrm")
+    rng = np.random.default_rng(seed)
+    x = {"dense": rng.normal(size=(n, 4)).astype("float32"),
+         **{f"cat{i}": rng.integers(0, 50, n).astype("int32") for i in range(3)}}
+    return model, x, rng.integers(0, 2, n).astype("float32")
+
+
+def bert_classifier(n=64, seed=0):
+    """A keras-hub `BertTextClassifier` (2 layers, hidden 16, 8 tokens, 3 classes) and `(x, y)`.
+
+    Random weights from a small config (no preset download); token ids
+    uniform over a vocabulary of 100, labels uniform over 3 classes.
+
+    Example:
+
+    ```python
+    from tfcompress import examples
+    model, x, y = examples.bert_classifier()
+    ```
+    """
+    import keras_hub
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
+        max_sequence_length=8)
+    model = keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=3,
+                                                preprocessor=None)
+    rng = np.random.default_rng(seed)
+    x = {"token_ids": rng.integers(0, 100, (n, 8)).astype("int32"),
+         "segment_ids": np.zeros((n, 8), "int32"), "padding_mask": np.ones((n, 8), "int32")}
+    return model, x, rng.integers(0, 3, n)

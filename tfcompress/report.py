@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from tfcompress.core import techniques
 from tfcompress.export import census, finite, metrics, signature
 from tfcompress.export import data as data_lib
 from tfcompress.export.artifact import open_artifact
@@ -59,10 +60,6 @@ COLUMNS = (
     "parameters", "non-zero parameters", "sparsity", "bytes", "gzip bytes",
     "TFLite bytes", "latency ms (batch 1)",
 )
-# Variables tfcompress adds next to a layer's own weights (SavedModel rows,
-# where only the variable names are left to go by).
-WRAPPER_VARIABLE_SUFFIXES = ("_mask", "_min", "_max", "_seen", "pruning_step", "step_offset",
-                             "nonfinite_batches")
 
 
 class UnsafeModelError(ValueError):
@@ -231,7 +228,7 @@ def compare(models, data, metric=None, *, output=None, safe_mode=True,
             "compare() takes a non-empty dict {row name: model}, e.g. "
             f"{{'dense': model, 'int8': 'model.tflite'}}; got {got}."
         )
-    rows, names, measured_rows = [], [], []
+    rows, names, measured_rows, extra = [], [], [], []
     for name, model in models.items():
         with _row_errors(name):
             measured_rows.append((name, model, _measure(
@@ -252,10 +249,11 @@ def compare(models, data, metric=None, *, output=None, safe_mode=True,
                 column, score = metrics.scorer(wanted)
             reference = reference or chosen
             measured[column] = score(outputs, labels)
+            extra.extend(c for c in measured.pop("columns") if c not in extra)
         rows.append(measured)
         names.append(str(name))
     frame = pd.DataFrame.from_records(rows, index=pd.Index(names, name="model"))
-    frame = frame[list(COLUMNS) + [column]]
+    frame = frame[list(COLUMNS) + extra + [column]]
     return frame.astype({
         "parameters": "int64", "non-zero parameters": "int64", "bytes": "int64",
         "gzip bytes": "int64", "TFLite bytes": "Int64", "sparsity": "float64",
@@ -264,10 +262,14 @@ def compare(models, data, metric=None, *, output=None, safe_mode=True,
 
 
 def to_markdown(frame, float_digits=4):
-    """Renders a `compare` table (or any DataFrame) as a markdown table, no `tabulate` needed.
+    """Renders a `compare` table (or any DataFrame) as a markdown table.
 
     Integers get thousands separators, floats `float_digits` decimals, and
-    missing cells (`TFLite bytes` on non-TFLite rows) show as `–`.
+    missing cells (`TFLite bytes` on non-TFLite rows) show as `–`; `|` in
+    names and cells is escaped. The cells are formatted here, then laid out
+    by `DataFrame.to_markdown` (`tabulate`, pipe format: the index column,
+    headed by the index name, left-aligned, the others right-aligned; cells
+    padded to their column's width).
 
     Example:
 
@@ -275,7 +277,7 @@ def to_markdown(frame, float_digits=4):
     import pandas as pd
     from tfcompress import report
     frame = pd.DataFrame({"bytes": [1200, 300]}, index=pd.Index(["a", "b"], name="model"))
-    print(report.to_markdown(frame))   # | model | bytes | ... | a | 1,200 |
+    print(report.to_markdown(frame))   # | model   |   bytes | ... | a       |   1,200 |
     ```
     """
     def cell(value):
@@ -289,12 +291,14 @@ def to_markdown(frame, float_digits=4):
             return f"{float(value):,.{float_digits}f}"
         return str(value).replace("|", "\\|")
 
-    header = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
-             "|---|" + "---:|" * len(frame.columns)]
-    for index, values in zip(frame.index, frame.itertuples(index=False, name=None)):
-        lines.append("| " + " | ".join([cell(index)] + [cell(v) for v in values]) + " |")
-    return "\n".join(lines)
+    text = pd.DataFrame(
+        [[cell(v) for v in values] for values in frame.itertuples(index=False, name=None)],
+        columns=[str(c).replace("|", "\\|") for c in frame.columns],
+        index=pd.Index([cell(i) for i in frame.index],
+                       name=str(frame.index.name or "").replace("|", "\\|")))
+    # disable_numparse: the cells are final text ("0.5000" must not become "0.5")
+    return text.to_markdown(tablefmt="pipe", disable_numparse=True,
+                            colalign=("left",) + ("right",) * len(frame.columns))
 
 
 # -- measuring one row ---------------------------------------------------------
@@ -313,7 +317,8 @@ def _measure(model, data, safe_mode, max_samples, latency_runs, num_threads):
 
 
 def _keras_row(model, path, data, max_samples, latency_runs):
-    model = signature.prepare(model)  # checks it is a graph model; strips pruning
+    columns = techniques.columns(model)  # before strip: a technique reads its wrappers
+    model = signature.prepare(model)  # checks it is a graph model; strips every technique
     params, nonzero = _keras_weights(model)
     size, packed = _file_sizes(path) if path else _keras_file_sizes(model)
     inputs = signature.inputs(model)
@@ -323,7 +328,8 @@ def _keras_row(model, path, data, max_samples, latency_runs):
     # A traced call, as Keras' predict runs it: eager dispatch would time Python.
     traced = tf.function(lambda features: model(features, training=False))
     latency = median_ms(lambda: traced(sample), latency_runs)
-    return _row(params, nonzero, size, packed, None, latency, outputs, labels, keras=True)
+    return {**_row(params, nonzero, size, packed, None, latency, outputs, labels, keras=True),
+            **columns, "columns": list(columns)}
 
 
 def _tflite_row(flatbuffer, data, max_samples, latency_runs, num_threads):
@@ -350,8 +356,8 @@ def _saved_model_row(path, data, max_samples, latency_runs):
     inputs = [signature.InputInfo(name, tuple(spec.shape), spec.dtype.name)
               for name, spec in specs.items()]
     run = SavedModelRunner(path, inputs)
-    variables = [v for v in run.loaded.variables
-                 if not v.name.split(":")[0].endswith(WRAPPER_VARIABLE_SUFFIXES)]
+    added = {id(v) for v in getattr(run.loaded, "tfcompress_added_variables", [])}
+    variables = [v for v in run.loaded.variables if id(v) not in added]
     params, nonzero = _count([v.numpy() for v in variables])
     features, labels = _features(data, inputs, max_samples)
     outputs = run(features)
@@ -368,6 +374,7 @@ def _row(params, nonzero, size, packed, tflite_size, latency, outputs, labels, k
         "TFLite bytes": pd.NA if tflite_size is None else tflite_size,
         "latency ms (batch 1)": latency,
         "outputs": list(outputs), "scored": outputs, "labels": labels, "keras": keras,
+        "columns": [],
     }
 
 
@@ -385,21 +392,10 @@ def _features(data, inputs, max_samples):
 # -- weights -------------------------------------------------------------------
 
 def _keras_weights(model):
-    """(parameters, non-zeros) of the model's own weights, as it computes with them."""
-    from tfcompress.core import WeightWrapper
-    from tfcompress.pruning import PruneLowMagnitude
-    from tfcompress.quantization import QuantizeLayer
+    """(parameters, non-zeros) of the model's own weights, as `strip` would leave them."""
+    from tfcompress.core.strip import added_variables, stripped_values
 
-    added, effective = set(), {}
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        if isinstance(layer, WeightWrapper):
-            inner = {id(v) for v in layer.layer.weights}
-            added.update(id(v) for v in layer.weights if id(v) not in inner)
-            if isinstance(layer, PruneLowMagnitude):
-                values = layer.transform_weights(layer.targets, False)
-                effective.update(zip(map(id, layer.targets), values))
-        elif isinstance(layer, QuantizeLayer):
-            added.update(id(v) for v in layer.weights)
+    added, effective = added_variables(model), stripped_values(model)
     seen, values = set(), []
     for variable in model.weights:
         if id(variable) in added or id(variable) in seen:

@@ -1,7 +1,13 @@
-"""Machinery shared by every technique: wrapper, training step, cloning."""
+"""Machinery shared by every technique: wrapper, chain, steps, traversal, strip, registry."""
 
-from tfcompress.core import steps
-from tfcompress.core.clone import copy_layer, is_graph_model, map_layers
+from tfcompress.core import rules, steps, techniques
+from tfcompress.core.clone import copy_layer
+from tfcompress.core.graph import Graph, find, is_graph_model, map_layers, rewrite
+from tfcompress.core.strip import strip
+from tfcompress.core.summaries import CompressionSummaries, Section, Summaries
+from tfcompress.core.techniques import Stage, Technique, register
 from tfcompress.core.wrapper import WeightWrapper
 
-__all__ = ["WeightWrapper", "copy_layer", "is_graph_model", "map_layers", "steps"]
+__all__ = ["CompressionSummaries", "Graph", "Section", "Stage", "Summaries", "Technique",
+           "WeightWrapper", "copy_layer", "find", "is_graph_model", "map_layers", "register",
+           "rewrite", "rules", "steps", "strip", "techniques"]

@@ -1,27 +1,10 @@
-"""Wrapping and unwrapping the layers of Sequential and functional models.
+"""Copying a layer with its config and weights, composite layers included.
 
-Both directions rebuild the model graph with `keras.models.clone_model` and
-give every layer of the new model its own copy of the weights, so the user's
-original model is never changed by pruning or stripping it.
+Every rewrite (wrap, strip, quantize) gives each layer of the new model its
+own copy of the weights, so the user's original model is never changed.
 """
 
 import keras
-
-
-def is_graph_model(model):
-    """True for Sequential and functional models (the ones we can rebuild).
-
-    Example:
-
-    ```python
-    import keras
-    from tfcompress.core import is_graph_model
-    assert is_graph_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
-    ```
-    """
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (keras.Sequential, Functional))
 
 
 def copy_layer(layer, weights=None):
@@ -84,43 +67,3 @@ def _wrapped_chain(wrapper):
         layer = layer.layer
         found.append(layer)
     return found
-
-
-def map_layers(model, fn):
-    """Rebuilds a Sequential/functional `model`, replacing each layer by `fn(layer)`.
-
-    `fn` returns a new layer; nested models are rebuilt recursively. Input
-    layers and bare ops are kept. The new model is not compiled.
-
-    Example: copy every layer, and give Dense layers no bias.
-
-    ```python
-    import keras
-    from tfcompress.core import copy_layer, map_layers
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(2)])
-    def no_bias(layer):
-        if isinstance(layer, keras.layers.Dense):
-            return keras.layers.Dense.from_config({**layer.get_config(), "use_bias": False})
-        return copy_layer(layer)
-    assert all(not l.use_bias for l in map_layers(model, no_bias).layers)
-    ```
-    """
-    def clone_fn(layer):
-        if isinstance(layer, keras.layers.InputLayer) or not isinstance(
-            layer, keras.layers.Layer
-        ):
-            return layer  # inputs, and bare ops (keras.ops calls) in the graph
-        return fn(layer)
-
-    # clone_model copies the compile state (and builds a fresh optimizer); the
-    # result has different layers and weights, so it comes back uncompiled,
-    # like TFMOT's. The flag is restored whatever happens.
-    compiled = getattr(model, "compiled", False)
-    model.compiled = False
-    try:
-        new = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
-    finally:
-        model.compiled = compiled
-    if model.built and not new.built:
-        new.build(model.input_shape)
-    return new

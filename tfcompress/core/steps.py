@@ -27,7 +27,8 @@ CALLBACK_COUNTER = "callback-counter"
 MISSING_CALLBACK = (
     "{name} was called with training=True, but no training step is bound to "
     "it. Add the step callback to fit, e.g. "
-    "`model.fit(..., callbacks=[tfcompress.pruning.UpdatePruningStep()])`; in a "
+    "`model.fit(..., callbacks=[tfcompress.pruning.UpdatePruningStep()])` (the same "
+    "as tfcompress.core.steps.StepCallback(), which drives every technique); in a "
     "custom training loop call `callback.set_model(model)` and "
     "`callback.on_train_begin()` before the first step and "
     "`callback.on_train_batch_begin(batch)` before each step."
@@ -82,29 +83,35 @@ def stored_step(wrappers):
                 if w.built and w.step_variable() is not None), default=0)
 
 
-def find(model, cls):
-    """All layers of type `cls` inside `model`, nested models included."""
-    if isinstance(model, cls):
-        return [model]
-    found = []
-    seen = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, cls) and id(layer) not in seen:
-            seen.add(id(layer))
-            found.append(layer)
-    return found
+def step_driven(model):
+    """The step-driven wrappers inside `model` (`WeightWrapper.step_driven`), however deep."""
+    from tfcompress.core.graph import find
+    from tfcompress.core.wrapper import WeightWrapper
+
+    return [w for w in find(model, WeightWrapper) if w.step_driven]
 
 
 class StepCallback(keras.callbacks.Callback):
-    """Binds the training step to every step-driven wrapper of `wrapper_cls`.
+    """Binds the training step to every step-driven wrapper in the model.
 
-    Technique callbacks (e.g. `UpdatePruningStep`) subclass it. With a model
-    optimizer, its `iterations` counter is bound (exact under any `fit`
-    configuration); without one (a custom loop driving callbacks by hand), the
-    callback counts batches itself.
+    One callback drives every technique's schedule (`UpdatePruningStep` is
+    this callback under TFMOT's name). With a model optimizer, its
+    `iterations` counter is bound (exact under any `fit` configuration);
+    without one (a custom loop driving callbacks by hand), the callback counts
+    batches itself.
+
+    Example:
+
+    ```python
+    import keras, numpy as np
+    import tfcompress as tfc
+    model = tfc.pruning.prune_low_magnitude(
+        keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+    model.compile("sgd", "mse")
+    model.fit(np.ones((8, 4)), np.ones((8, 2)), verbose=0,
+              callbacks=[tfc.core.steps.StepCallback()])
+    ```
     """
-
-    wrapper_cls = None
 
     def __init__(self):
         super().__init__()
@@ -114,7 +121,7 @@ class StepCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._checked = False
-        self.wrappers = find(self.model, self.wrapper_cls)
+        self.wrappers = step_driven(self.model)
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None:
             # A fresh optimizer (recompiled, or a new model around the same

@@ -1,4 +1,4 @@
-"""TensorBoard callback that also logs what each compression technique exposes.
+"""TensorBoard callbacks that also log what each compression technique exposes.
 
 A technique contributes a *section*: a function `section(model, histograms)`
 that returns a `Section` (scalars, histograms, custom-scalars charts) or `None`
@@ -18,7 +18,8 @@ import tensorflow as tf
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import summary as custom_scalar
 
-from tfcompress.core import nonfinite, steps
+from tfcompress.core import nonfinite, steps, techniques
+from tfcompress.core.graph import find
 from tfcompress.core.wrapper import WeightWrapper
 
 Section = collections.namedtuple("Section", ["scalars", "histograms", "charts"])
@@ -84,7 +85,7 @@ class Summaries(keras.callbacks.TensorBoard):
             return int(np.asarray(optimizer.iterations))
         # A custom loop without `model.optimizer`: the step-driven wrappers'
         # own counters (see `steps.StepCallback`).
-        return steps.stored_step(steps.find(self.model, WeightWrapper))
+        return steps.stored_step(find(self.model, WeightWrapper))
 
     def _writer(self, name, charts):
         if name not in self._section_writers:
@@ -145,3 +146,45 @@ class Summaries(keras.callbacks.TensorBoard):
         for writer in self._section_writers.values():
             writer.close()
         self._section_writers = {}
+
+
+class CompressionSummaries(Summaries):
+    """`keras.callbacks.TensorBoard` plus the view of every registered technique.
+
+    Writes what `keras.callbacks.TensorBoard` writes, and each registered
+    technique's section (`tfcompress.core.techniques`) for whatever the model
+    holds:
+    - pruning (`<log_dir>/pruning`): sparsity per mask as one multi-line
+      chart, global sparsity, the pruning step, and histograms of the kept
+      weights at each epoch's end;
+    - QAT (`<log_dir>/quantization`): every activation range's min and max,
+      one chart per layer;
+    - distillation (a `Distiller`): its loss components drawn as one chart.
+
+    Charts are TensorBoard custom scalars layouts (the "Custom Scalars"
+    tab). Scalars go out at each epoch's begin and end and every
+    `update_freq` steps when that is an int, on the optimizer's step axis.
+
+    Example:
+
+    ```python
+    import keras, numpy as np, tempfile
+    import tfcompress as tfc
+
+    def mlp(width):
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(width, "relu"),
+                                 keras.layers.Dense(3)])
+
+    student = tfc.pruning.prune_low_magnitude(
+        mlp(8), pruning_schedule=tfc.pruning.ConstantSparsity(0.5, 0, frequency=1))
+    distiller = tfc.distillation.Distiller(mlp(32), student, tfc.distillation.LogitsDistillation())
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller.fit(np.ones((16, 4)), np.zeros(16), verbose=0, callbacks=[
+        tfc.pruning.UpdatePruningStep(),
+        tfc.CompressionSummaries(log_dir=tempfile.mkdtemp())])  # pruning + loss components
+    ```
+    """
+
+    @property
+    def sections(self):
+        return techniques.sections()

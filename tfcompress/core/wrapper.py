@@ -12,11 +12,16 @@ value, so:
   `AssignVariableOp`;
 - state updates the inner layer makes inside the scope (a dropout seed, a
   moving statistic) are written back after it, so nothing is dropped.
-"""
 
+Techniques compose as a chain: a wrapper may wrap another of a lower `order`
+(pruning 10, clustering 20, quantization 30), and each transforms the values
+the one inside it computes, so a pruned and quantization-aware kernel is
+`fake_quant(kernel * mask)` without either technique knowing the other.
+"""
 import keras
 
 from tfcompress.core import steps
+from tfcompress.core.clone import copy_layer
 
 
 class WeightWrapper(keras.layers.Wrapper):
@@ -24,12 +29,23 @@ class WeightWrapper(keras.layers.Wrapper):
 
     Subclasses implement:
 
-    - `target_weights()`: the inner layer's variables to transform;
+    - `target_weights()`: the variables of `computing_layer()` to transform;
     - `build_state(targets)`: create the wrapper's own variables;
-    - `transform_weights(targets, training)`: a list of new values.
+    - `transform_weights(values, training)`: new values for the targets,
+      given their current values (the variables themselves, or what the
+      wrapper inside this one made of them).
 
-    Training-time updates are driven by the training step, which a callback
-    binds before `fit` traces the train function (see `tfcompress.core.steps`).
+    And set, as class attributes:
+
+    - `order`: the place in a chain of wrappers; a wrapper wraps only
+      wrappers of a lower order (pruning 10, clustering 20, quantization 30);
+    - `kept_by_strip`: True when `tfcompress.strip` keeps the wrapper (its
+      state is what export needs, like fake-quant ranges); otherwise strip
+      bakes its transform into a plain copy of the layer;
+    - `step_driven`: True when the wrapper updates itself at training steps;
+      it calls `add_step_variables()` in `build_state` and reads
+      `training_step()` in `transform_weights`. A `steps.StepCallback` (such
+      as `UpdatePruningStep`) binds the step before `fit` traces.
 
     Example:
 
@@ -39,22 +55,27 @@ class WeightWrapper(keras.layers.Wrapper):
 
     class Halve(WeightWrapper):
         def target_weights(self):
-            return [self.layer.kernel]
+            return [self.computing_layer().kernel]
 
-        def transform_weights(self, targets, training):
-            return [w * 0.5 for w in targets]
+        def transform_weights(self, values, training):
+            return [w * 0.5 for w in values]
 
     layer = Halve(keras.layers.Dense(2))
     y = layer(keras.ops.ones((1, 3)))
     ```
     """
 
+    order = 0
+    kept_by_strip = False
+    step_driven = False
+
     def __init__(self, layer, **kwargs):
-        if isinstance(layer, WeightWrapper) and not self.can_wrap(layer):
+        if isinstance(layer, WeightWrapper) and layer.order >= self.order:
             raise ValueError(
-                f"Layer '{layer.name}' is already wrapped by "
-                f"{type(layer).__name__}; wrap the original layer once. To "
-                "combine techniques, use a scheme that composes them."
+                f"Layer '{layer.name}' is already wrapped by {type(layer).__name__}, "
+                f"which cannot go inside {type(self).__name__}: wrappers chain "
+                "in one order (pruning, then clustering, then quantization). Wrap the "
+                "original layer once per technique, in that order."
             )
         kwargs.setdefault("name", f"{_snake(type(self).__name__)}_{layer.name}")
         super().__init__(layer, **kwargs)
@@ -63,23 +84,65 @@ class WeightWrapper(keras.layers.Wrapper):
         expose_input_shape(self, layer)
 
     # -- to implement -------------------------------------------------------
-    def can_wrap(self, wrapper):
-        """Whether this wrapper may wrap another `WeightWrapper` (composition)."""
-        return False
-
-    def computing_layer(self):
-        """The layer run under the substitution scope (the innermost plain layer
-        when this wrapper composes another one)."""
-        return self.layer
-
     def target_weights(self):
         raise NotImplementedError
 
     def build_state(self, targets):
         pass
 
-    def transform_weights(self, targets, training):
+    def transform_weights(self, values, training):
         raise NotImplementedError
+
+    # -- the chain ----------------------------------------------------------
+    def chain(self):
+        """The wrappers from this one inwards (this one first)."""
+        found, layer = [], self
+        while isinstance(layer, WeightWrapper):
+            found.append(layer)
+            layer = layer.layer
+        return found
+
+    def computing_layer(self):
+        """The plain layer that runs, under the whole chain's substitutions."""
+        return self.chain()[-1].layer
+
+    def substitutions(self, training, keep=None):
+        """`{id(variable): (variable, value)}` for every target of the chain.
+
+        Wrappers apply innermost first, each to the values the previous ones
+        made. `keep(wrapper)` false skips a wrapper (strip bakes only the
+        wrappers it does not keep).
+        """
+        values = {}
+        for wrapper in reversed(self.chain()):
+            if keep is not None and not keep(wrapper):
+                continue
+            current = [values[id(v)][1] if id(v) in values else v for v in wrapper._targets]
+            new = wrapper.transform_weights(current, training)
+            values.update((id(v), (v, value)) for v, value in zip(wrapper._targets, new))
+        return values
+
+    # -- step protocol ------------------------------------------------------
+    def add_step_variables(self, name="step"):
+        """Creates the saved step counter and offset of a step-driven wrapper."""
+        self._step_counter = self.add_weight(
+            name=name, shape=(), dtype="int64", initializer="zeros",
+            trainable=False, aggregation="none")
+        self._step_offset = self.add_weight(
+            name="step_offset", shape=(), dtype="int64", initializer="zeros",
+            trainable=False, aggregation="none")
+
+    def step_variable(self):
+        """The last training step this wrapper ran at (saved with the model), or None."""
+        return getattr(self, "_step_counter", None)
+
+    def step_offset_variable(self):
+        """Steps done before the current optimizer started counting (see `steps`)."""
+        return getattr(self, "_step_offset", None)
+
+    def training_step(self):
+        """The 1-based training step for in-graph updates (see `steps`)."""
+        return steps.current_step(self)
 
     # -- machinery ----------------------------------------------------------
     def __call__(self, *args, **kwargs):
@@ -126,17 +189,21 @@ class WeightWrapper(keras.layers.Wrapper):
         """The inner layer's variables this wrapper transforms."""
         return list(self._targets)
 
+    def own_variables(self):
+        """The variables this wrapper adds (masks, ranges, counters), not the layer's."""
+        inner = {id(v) for v in self.layer.weights}
+        return [v for v in self.weights if id(v) not in inner]
+
     def call(self, inputs, *args, training=None, **kwargs):
         # Keras masks travel on the tensors; the inner layer's own __call__
         # picks them up, so no `mask` argument here.
         layer = self.computing_layer()
         if layer._call_has_training_arg:
             kwargs["training"] = training
-        new_values = self.transform_weights(self._targets, bool(training))
-        mapping = list(zip(self._targets, new_values))
+        mapping = list(self.substitutions(bool(training)).values())
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
             outputs = layer(inputs, *args, **kwargs)
-        replaced = {id(v) for v in self._targets}
+        replaced = {id(v) for v, _ in mapping}
         for variable in layer.variables:
             if id(variable) in replaced:
                 continue
@@ -150,22 +217,44 @@ class WeightWrapper(keras.layers.Wrapper):
     def compute_mask(self, inputs, previous_mask=None):
         return self.layer.compute_mask(inputs, previous_mask)
 
-    def training_step(self):
-        """The 1-based training step for in-graph updates (see `steps`)."""
-        return steps.current_step(self)
+    def baked_weights(self, keep=None):
+        """The computing layer's weights as numpy arrays, with the chain's transforms applied.
 
-    def baked_weights(self):
-        """Inner layer weights as numpy arrays, with transforms applied.
-
-        This is what `strip` writes into a plain copy of the inner layer.
+        `keep(wrapper)` false leaves a wrapper's transform out.
         """
-        new_values = dict(
-            zip(map(id, self._targets), self.transform_weights(self._targets, False))
-        )
-        return [
-            keras.ops.convert_to_numpy(new_values.get(id(v), v))
-            for v in self.layer.weights
-        ]
+        values = self.substitutions(False, keep)
+        return [keras.ops.convert_to_numpy(values[id(v)][1] if id(v) in values else v)
+                for v in self.computing_layer().weights]
+
+    def strip(self):
+        """The layer that replaces this wrapper in a stripped model.
+
+        Wrappers that strip (`kept_by_strip = False`) have their transforms
+        baked into a plain copy of the computing layer; the kept ones wrap
+        that copy again, with their state (ranges) as it is.
+        """
+        def baked(wrapper):
+            return not wrapper.kept_by_strip
+
+        layer = copy_layer(self.computing_layer(), weights=self.baked_weights(keep=baked))
+        for wrapper in reversed(self.chain()):
+            if wrapper.kept_by_strip:
+                layer = wrapper.rewrap(layer)
+        return layer
+
+    def wrapper_kwargs(self):
+        """The arguments that make a twin of this wrapper around another layer."""
+        return {k: v for k, v in self.get_config().items() if k != "layer"}
+
+    def rewrap(self, layer):
+        """This wrapper's twin around `layer` (built, with this one's own state)."""
+        new = type(self)(layer, **self.wrapper_kwargs())
+        new.build_from_config(self.get_build_config())
+        theirs = {v.name: v for v in self.own_variables()}
+        for variable in new.own_variables():
+            if variable.name in theirs:
+                variable.assign(theirs[variable.name])
+        return new
 
 
 def _tensor_specs(args, kwargs):
@@ -213,3 +302,24 @@ def _snake(name):
             out.append("_")
         out.append(ch.lower())
     return "".join(out)
+
+
+class InsertedLayer(keras.layers.Layer):
+    """Base class for a layer a technique inserts into a model (a fake-quant node).
+
+    Its variables are the technique's state, not model weights: the report
+    does not count them as parameters.
+
+    Example:
+
+    ```python
+    import keras
+    from tfcompress.core.wrapper import InsertedLayer
+
+    class Clip(InsertedLayer):
+        def call(self, x):
+            return keras.ops.clip(x, -1.0, 1.0)
+
+    y = Clip()(keras.ops.ones((1, 3)))
+    ```
+    """

@@ -8,21 +8,23 @@ use:     `distiller.student` is the trained plain Keras model.
 Losses: `LogitsDistillation` (Hinton, classification), `BinaryDistillation`
 (click-through), `FeatureDistillation` (hints, with a learned projection),
 `ListwiseDistillation` / `PairwiseDistillation` (ranking); the
-`keras.distillation` losses are accepted too. `distill_and_prune` runs the
-whole recipe (distil + prune in one fit, then strip).
+`keras.distillation` losses are accepted too. `tfcompress.recipe.distill_and_prune`
+runs the whole recipe (distil + prune in one fit, then strip).
 """
 
+from tfcompress import core
+from tfcompress.distillation import stage
 from tfcompress.distillation import callbacks
 from tfcompress.distillation.base import DistillationLoss
 from tfcompress.distillation.binary import BinaryDistillation
 from tfcompress.distillation.distiller import Distiller
 from tfcompress.distillation.feature import FeatureDistillation
 from tfcompress.distillation.logits import LogitsDistillation
-from tfcompress.distillation.pipeline import distill_and_prune
 from tfcompress.distillation.ranking import ListwiseDistillation, PairwiseDistillation
 
 __all__ = [
     "BinaryDistillation", "DistillationLoss", "callbacks", "Distiller", "FeatureDistillation",
     "ListwiseDistillation", "LogitsDistillation", "PairwiseDistillation",
-    "distill_and_prune",
 ]
+
+core.register(core.Technique("distillation", section=callbacks.distillation_section, stage=stage.STAGE))

@@ -4,7 +4,7 @@ import warnings
 
 import keras
 
-from tfcompress.core import steps
+from tfcompress.core import find
 from tfcompress.core.wrapper import WeightWrapper
 from tfcompress.distillation import base
 from tfcompress.distillation.feature import find_layer
@@ -19,7 +19,7 @@ class Distiller(keras.Model):
     The same signature as `keras.distillation.Distiller`. Compile and fit it
     like any model, with the student's usual loss, metrics and callbacks
     (pruning and QAT callbacks included); afterwards `distiller.student` is
-    the trained, plain Keras model, ready for `strip_pruning` and export.
+    the trained, plain Keras model, ready for `tfcompress.strip` and export.
 
     Each step:
 
@@ -315,13 +315,13 @@ def _check_teacher(model):
             f"The teacher '{model.name}' is not built, so it has no weights and "
             "nothing to teach. Train it first (or at least build it: give it a "
             "keras.Input, or call it on a batch) and then pass it to Distiller.")
-    wrapped = steps.find(model, WeightWrapper)
+    wrapped = find(model, WeightWrapper)
     if wrapped:
         raise ValueError(
             f"The teacher '{model.name}' still carries tfcompress wrappers "
             f"({[w.name for w in wrapped][:3]}...). A teacher runs in inference "
             "mode and never advances their schedules; strip it first, e.g. "
-            "`teacher = tfcompress.pruning.strip_pruning(teacher)`.")
+            "`teacher = tfcompress.strip(teacher)`.")
 
 
 def _check_weight(value):

@@ -1,8 +1,9 @@
 """The serving signature every export shares: named inputs, dynamic batch, named outputs.
 
-`prepare(model)` turns a model being compressed into the one to export: it
-strips pruning wrappers (the zeros go into the weights) and keeps
-quantization-aware layers (their fake-quant ops carry the int8 ranges).
+`prepare(model)` turns a model being compressed into the one to export:
+`tfcompress.strip` bakes every training-time transform into the weights (a
+pruned kernel's zeros) and keeps quantization-aware layers (their fake-quant
+ops carry the int8 ranges).
 `write(model, directory)` writes a SavedModel whose `serving_default`
 signature takes one tensor per model input, named after that input, with a
 dynamic batch dimension, and returns one tensor per model output, named after
@@ -16,7 +17,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from tfcompress.core import WeightWrapper, is_graph_model
+from tfcompress.core import WeightWrapper, is_graph_model, strip
+from tfcompress.core.strip import added_variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +82,7 @@ def check(model):
 
 
 def prepare(model):
-    """The model to export: pruning wrappers stripped, QAT layers kept.
+    """The model to export: `tfcompress.strip(model)` (transforms baked, QAT layers kept).
 
     Example:
 
@@ -92,9 +94,7 @@ def prepare(model):
     ```
     """
     check(model)
-    from tfcompress.pruning import strip_pruning
-
-    return strip_pruning(model)
+    return strip(model)
 
 
 def is_quantization_aware(model):
@@ -232,6 +232,11 @@ def write(model, directory):
 
     archive = keras.export.ExportArchive()
     archive.track(model)
+    # Saved beside the weights, so a reader can tell the techniques' state
+    # (QAT ranges) from the model's weights without going by names.
+    added = added_variables(model)
+    archive._tf_trackable.tfcompress_added_variables = [
+        v for v in model.variables if id(v) in added]
     archive.add_endpoint("serve", serve, input_signature=[specs])
     archive.write_out(directory, verbose=False)
     return directory

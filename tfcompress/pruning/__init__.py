@@ -5,7 +5,9 @@ fit:     `model.fit(..., callbacks=[UpdatePruningStep(), PruningSummaries(dir)])
 strip:   `strip_pruning(model)` → plain Keras model with the zeros baked in.
 """
 
-from tfcompress.pruning import masks, registry
+from tfcompress import core
+from tfcompress.pruning import stage
+from tfcompress.pruning import callbacks, masks, registry
 from tfcompress.pruning.api import prune_low_magnitude, prune_scope, strip_pruning
 from tfcompress.pruning.callbacks import PruningSummaries, UpdatePruningStep, sparsity_logs
 from tfcompress.pruning.policy import PruneForLatencyOnXNNPack, PruningPolicy
@@ -20,3 +22,5 @@ __all__ = [
     "prune_low_magnitude", "prune_scope", "registry", "sparsity_logs",
     "strip_pruning",
 ]
+
+core.register(core.Technique("pruning", section=callbacks.pruning_section, stage=stage.STAGE))

@@ -5,7 +5,7 @@ import warnings
 
 import keras
 
-from tfcompress.core import copy_layer, is_graph_model, map_layers
+from tfcompress.core import copy_layer, is_graph_model, map_layers, strip
 from tfcompress.pruning import registry
 from tfcompress.pruning.wrapper import PruneLowMagnitude
 
@@ -204,12 +204,12 @@ def _weight_names_for(layer, kwargs):
 def strip_pruning(model):
     """Returns a copy of `model` with pruning wrappers replaced by plain layers.
 
-    Each wrapped layer becomes a plain copy of its inner layer whose weights
-    are `weight * mask`, so the zeros are in the weights themselves, the
-    outputs are identical, and no tfcompress class remains (the model loads
-    and exports anywhere). A model with no wrappers comes back unchanged (the
-    same object). A single `PruneLowMagnitude` layer returns its stripped
-    inner layer.
+    TFMOT's name for `tfcompress.strip`: each wrapped layer becomes a plain
+    copy of its inner layer whose weights are `weight * mask`, so the zeros
+    are in the weights themselves, the outputs are identical, and no
+    tfcompress class remains (the model loads and exports anywhere). A model
+    with no wrappers comes back unchanged (the same object). A single
+    `PruneLowMagnitude` layer returns its stripped inner layer.
 
     Example:
 
@@ -221,30 +221,12 @@ def strip_pruning(model):
     plain = tfc.pruning.strip_pruning(pruned)
     ```
     """
-    if isinstance(model, PruneLowMagnitude):
-        return copy_layer(model.layer, weights=model.baked_weights())
-    if not isinstance(model, keras.Model):
+    if not isinstance(model, (keras.Model, PruneLowMagnitude)):
         raise ValueError(
             f"strip_pruning takes a keras Model or a PruneLowMagnitude layer; "
             f"got {type(model).__name__}."
         )
-    from tfcompress.core import steps
-
-    if not steps.find(model, PruneLowMagnitude):
-        return model
-    if not is_graph_model(model):
-        raise ValueError(
-            f"{type(model).__name__} is a subclassed model holding pruning "
-            "wrappers; strip each wrapper with strip_pruning(layer) in your "
-            "model's code, or build the model as functional/Sequential."
-        )
-
-    def unwrap(layer):
-        if isinstance(layer, PruneLowMagnitude):
-            return copy_layer(layer.layer, weights=layer.baked_weights())
-        return copy_layer(layer)
-
-    return map_layers(model, unwrap)
+    return strip(model)
 
 
 def prune_scope():

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tfcompress.core import steps
+from tfcompress.core import find, steps
 from tfcompress.core.summaries import Section, Summaries
 from tfcompress.pruning.wrapper import PruneLowMagnitude
 
@@ -13,7 +13,9 @@ class UpdatePruningStep(steps.StepCallback):
     Binds the optimizer's step counter to every `PruneLowMagnitude` wrapper
     (nested models and Distiller students included), so masks update inside
     the compiled train step at exactly the schedule's steps. Training a pruned
-    model without it raises an error naming this callback.
+    model without it raises an error naming this callback. It is
+    `tfcompress.core.steps.StepCallback` under TFMOT's name: it drives every
+    step-driven wrapper the model holds, whatever the technique.
 
     Example:
 
@@ -29,8 +31,6 @@ class UpdatePruningStep(steps.StepCallback):
               callbacks=[tfc.pruning.UpdatePruningStep()])
     ```
     """
-
-    wrapper_cls = PruneLowMagnitude
 
 
 def sparsity_logs(model):
@@ -50,7 +50,7 @@ def sparsity_logs(model):
     ```
     """
     logs, zeros, total, step = {}, 0.0, 0, 0
-    for wrapper in steps.find(model, PruneLowMagnitude):
+    for wrapper in find(model, PruneLowMagnitude):
         if not wrapper.built:
             continue
         step = max(step, int(np.asarray(wrapper.pruning_step)))
@@ -83,14 +83,14 @@ def pruning_section(model, histograms=False):
     # ['global sparsity', 'sparsity per layer']
     ```
     """
-    wrappers = [w for w in steps.find(model, PruneLowMagnitude) if w.built]
+    wrappers = [w for w in find(model, PruneLowMagnitude) if w.built]
     if not wrappers:
         return None
     scalars = {("step" if tag == "pruning_step" else tag): value
                for tag, value in sparsity_logs(model).items()}
     kept = {}
     for wrapper in wrappers if histograms else ():
-        for weight, mask in zip(wrapper._targets, wrapper.masks):
+        for weight, mask in zip(wrapper.targets, wrapper.masks):
             kept[f"kept/{wrapper.name}/{weight.name}"] = np.asarray(weight)[np.asarray(mask) != 0]
     charts = {"sparsity per layer": [r"pruning/.*_mask$"],
               "global sparsity": [r"pruning/global_sparsity$"]}

@@ -10,11 +10,9 @@ is wrapped, and then prunes only the 1x1 Conv2D layers: the ones whose zeros
 XNNPack skips.
 """
 
-import itertools
-
 import keras
 
-from tfcompress.core import WeightWrapper, is_graph_model
+from tfcompress.core import Graph, WeightWrapper, is_graph_model
 
 L = keras.layers
 
@@ -130,7 +128,7 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
                 "graph. Give it an input first, e.g. keras.Input((224, 224, 3)) as its "
                 "first layer, or call model.build((None, 224, 224, 3))."
             )
-        graph = _Graph(model)
+        graph = Graph(model)
         starts = set()
         for key in graph.inputs:
             found, dead_end = graph.walk(graph.consumers_of_key(key),
@@ -273,80 +271,3 @@ def _describe(op):
 
 
 # -- the layer graph -------------------------------------------------------------
-
-
-class _Call:
-    """One call of a layer (or bare op) in the graph, with tensor keys in and out."""
-
-    def __init__(self, op, ins, outs):
-        self.op, self.ins, self.outs = op, ins, outs
-
-
-class _Graph:
-    """The calls of a Sequential/functional model, nested models expanded in place."""
-
-    def __init__(self, model):
-        self.calls, self.alias, self.names = [], {}, {}
-        self._scopes = itertools.count(1)
-        self.inputs = [(0, id(t)) for t in model.inputs]
-        self.outputs = self._expand(model, 0, self.inputs)
-        for key, t in zip(self.inputs + self.outputs, model.inputs + model.outputs):
-            history = getattr(t, "_keras_history", None)
-            self.names.setdefault(key, history.operation.name if history else t.name)
-        self.producer, self.readers = {}, {}
-        for call in self.calls:
-            for key in call.outs:
-                self.producer[key] = call
-            for key in call.ins:
-                self.readers.setdefault(key, []).append(call)
-
-    def _key(self, scope, tensor):
-        key = (scope, id(tensor))
-        return self.alias.get(key, key)
-
-    def _expand(self, model, scope, feeds):
-        graph = model if hasattr(model, "_nodes_by_depth") else model._functional
-        for tensor, key in zip(graph.inputs, feeds):
-            self.alias[(scope, id(tensor))] = key
-        for depth in sorted(graph._nodes_by_depth, reverse=True):
-            for node in graph._nodes_by_depth[depth]:
-                if node.is_input:
-                    continue
-                ins = [self._key(scope, t) for t in node.input_tensors]
-                if isinstance(node.operation, keras.Model) and is_graph_model(node.operation):
-                    outs = self._expand(node.operation, next(self._scopes), ins)
-                    for tensor, key in zip(node.outputs, outs):
-                        self.alias[(scope, id(tensor))] = key
-                else:
-                    self.calls.append(_Call(node.operation, ins,
-                                            [(scope, id(t)) for t in node.outputs]))
-        return [self._key(scope, t) for t in graph.outputs]
-
-    def producers(self, call):
-        return [self.producer[k] for k in call.ins if k in self.producer]
-
-    def consumers(self, call):
-        return [c for k in call.outs for c in self.readers.get(k, [])]
-
-    def consumers_of_key(self, key):
-        return list(self.readers.get(key, []))
-
-    def walk(self, sources, stop, step):
-        """Walks from `sources` along `step` (consumers or producers) until `stop(call)`.
-
-        Returns `(calls where it stopped, dead_end)`; `dead_end` is True when
-        some path ran out of calls before reaching a stop.
-        """
-        todo, seen, found, dead_end = list(sources), set(sources), set(), not sources
-        while todo:
-            call = todo.pop()
-            if stop(call):
-                found.add(call)
-                continue
-            following = step(call)
-            dead_end = dead_end or not following
-            for nxt in following:
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        return found, dead_end

@@ -7,6 +7,8 @@ layer can be opted in by naming weights explicitly (`weight_names=`).
 
 import keras
 
+from tfcompress.core import rules
+
 L = keras.layers
 
 #: Built-in layers with weights, and the names of the weights pruned.
@@ -76,10 +78,17 @@ class PrunableLayer:
 
 def lookup(layer):
     """Registered weight names for `layer`'s class, or None when unknown."""
-    for cls in type(layer).__mro__:
-        if cls in PRUNABLE:
-            return PRUNABLE[cls]
-    return None
+    return rules.lookup(layer, PRUNABLE)
+
+
+def _rule(layer):
+    """The weights pruned in `layer` itself, or None when no rule names them."""
+    if hasattr(layer, "get_prunable_weights"):
+        return list(layer.get_prunable_weights())
+    names = lookup(layer)
+    if names is None:
+        return None
+    return [w for w in layer.weights if w.name in names and w.trainable]
 
 
 def has_rule(layer):
@@ -131,30 +140,7 @@ def split(layer):
     pruned, left = registry.split(block)   # the two kernels; [scale]
     ```
     """
-    if hasattr(layer, "get_prunable_weights"):
-        return list(layer.get_prunable_weights()), []
-    names = lookup(layer)
-    if names is not None:
-        return [w for w in layer.weights if w.name in names and w.trainable], []
-    if isinstance(layer, PASSTHROUGH):
-        return [], []
-    pruned, left, inside = [], [], set()
-    for sublayer in layer._flatten_layers(include_self=False, recursive=False):
-        sub_pruned, sub_left = split(sublayer)
-        pruned += sub_pruned
-        left += sub_left
-        inside.update(id(w) for w in sublayer.weights)
-    left += [w for w in layer.weights if w.trainable and id(w) not in inside]
-    return _unique(pruned), _unique(left)
-
-
-def _unique(variables):
-    seen, out = set(), []
-    for variable in variables:
-        if id(variable) not in seen:
-            seen.add(id(variable))
-            out.append(variable)
-    return out
+    return rules.split(layer, _rule, PASSTHROUGH)
 
 
 def unsupported_error(layer):

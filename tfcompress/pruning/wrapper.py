@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from tfcompress.core import WeightWrapper
+from tfcompress.core import WeightWrapper, rules
 from tfcompress.pruning import masks, registry
 from tfcompress.pruning.schedule import ConstantSparsity, PruningSchedule
 
@@ -46,6 +46,9 @@ class PruneLowMagnitude(WeightWrapper):
               callbacks=[tfc.pruning.UpdatePruningStep()])
     ```
     """
+
+    order = 10
+    step_driven = True
 
     def __init__(self, layer, pruning_schedule=None, block_size=(1, 1),
                  block_pooling_type="AVG", sparsity_m_by_n=None,
@@ -93,55 +96,48 @@ class PruneLowMagnitude(WeightWrapper):
         self.masks = []
 
     def target_weights(self):
-        targets = registry.prunable_weights(self.layer, self.weight_names)
+        layer = self.computing_layer()
+        targets = registry.prunable_weights(layer, self.weight_names)
         for w in targets:
             if self.block_size != (1, 1) and len(w.shape) != 2:
                 raise ValueError(
                     f"block_size {self.block_size} needs 2-D weights, but "
-                    f"'{self.layer.name}' weight '{w.name}' has shape {w.shape}. "
+                    f"'{layer.name}' weight '{w.name}' has shape {w.shape}. "
                     "Use block sparsity on Dense/Embedding layers only."
                 )
             if self.sparsity_m_by_n and len(w.shape) not in (2, 4):
                 raise ValueError(
                     f"sparsity_m_by_n needs 2-D (Dense) or 4-D (Conv2D) weights, "
-                    f"but '{self.layer.name}' weight '{w.name}' has shape {w.shape}."
+                    f"but '{layer.name}' weight '{w.name}' has shape {w.shape}."
                 )
-        if getattr(self.layer, "quantization_mode", None):
+        if getattr(layer, "quantization_mode", None):
             raise ValueError(
-                f"Layer '{self.layer.name}' is already quantized "
-                f"({self.layer.quantization_mode}); prune the float model, then "
+                f"Layer '{layer.name}' is already quantized "
+                f"({layer.quantization_mode}); prune the float model, then "
                 "quantize."
             )
         return targets
 
     def build_state(self, targets):
-        inner = self.layer.path if hasattr(self.layer, "path") else self.layer.name
+        layer = self.computing_layer()
         self.masks = [
             self.add_weight(
-                name=_mask_name(w, inner), shape=w.shape, dtype=w.dtype,
+                name=rules.relative_path(w, layer).replace("/", "_") + "_mask", shape=w.shape, dtype=w.dtype,
                 initializer="ones", trainable=False, aggregation="none",
             )
             for w in targets
         ]
-        self.pruning_step = self.add_weight(
-            name="pruning_step", shape=(), dtype="int64", initializer="zeros",
-            trainable=False, aggregation="none",
-        )
-        self.step_offset = self.add_weight(
-            name="step_offset", shape=(), dtype="int64", initializer="zeros",
-            trainable=False, aggregation="none",
-        )
+        self.add_step_variables("pruning_step")
 
-    def step_variable(self):
-        return self.pruning_step
+    @property
+    def pruning_step(self):
+        """The step the masks were last computed at (saved with the model)."""
+        return self.step_variable()
 
-    def step_offset_variable(self):
-        return self.step_offset
-
-    def transform_weights(self, targets, training):
+    def transform_weights(self, values, training):
         if training:
             self.update_masks()
-        return [w.value * m.value for w, m in zip(targets, self.masks)]
+        return [w * m.value for w, m in zip(values, self.masks)]
 
     def update_masks(self):
         """Training-time step: recompute the masks if the schedule says so."""
@@ -176,10 +172,3 @@ class PruneLowMagnitude(WeightWrapper):
             weight_names=self.weight_names,
         )
         return config
-
-
-def _mask_name(weight, inner_path):
-    path = weight.path
-    if path.startswith(inner_path + "/"):
-        path = path[len(inner_path) + 1:]
-    return path.replace("/", "_") + "_mask"

@@ -5,6 +5,9 @@ fit:     an ordinary `model.fit` (ranges learn as moving averages)
 export:  `tf.lite.TFLiteConverter` + `Optimize.DEFAULT`, no representative data
 """
 
+from tfcompress import core
+from tfcompress.quantization import stage
+from tfcompress.quantization import callbacks
 from tfcompress.quantization.api import (
     Default8BitPrunePreserveQuantizeScheme,
     Default8BitQuantizeScheme,
@@ -33,3 +36,5 @@ __all__ = [
     "QuantizeConfig", "QuantizeLayer", "QuantizeWrapper", "Quantizer", "quantize_annotate_layer",
     "quantize_annotate_model", "quantize_apply", "quantize_model", "quantize_scope",
 ]
+
+core.register(core.Technique("quantization", section=callbacks.quantization_section, stage=stage.STAGE))

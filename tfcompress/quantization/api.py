@@ -4,8 +4,8 @@ import warnings
 
 import keras
 
-from tfcompress.core import copy_layer, is_graph_model, map_layers, steps
-from tfcompress.pruning.wrapper import PruneLowMagnitude
+from tfcompress.core import Graph, WeightWrapper, copy_layer, find, is_graph_model, map_layers
+from tfcompress.core import rewrite, rules
 from tfcompress.quantization import config as C
 from tfcompress.quantization.wrapper import QuantizeAnnotate, QuantizeLayer, QuantizeWrapper
 
@@ -13,9 +13,9 @@ from tfcompress.quantization.wrapper import QuantizeAnnotate, QuantizeLayer, Qua
 class Default8BitQuantizeScheme:
     """The default scheme: int8 weights (per channel for convs) and activations.
 
-    A model still carrying pruning wrappers is refused: quantizing would let
-    pruned zeros drift. Strip it first, or use
-    `Default8BitPrunePreserveQuantizeScheme`.
+    A model still carrying another technique's wrappers (pruning) is refused:
+    the default scheme quantizes plain layers. Strip it first
+    (`tfcompress.strip(model)`), or use `Default8BitPrunePreserveQuantizeScheme`.
 
     Example:
 
@@ -31,8 +31,9 @@ class Default8BitQuantizeScheme:
 class Default8BitPrunePreserveQuantizeScheme(Default8BitQuantizeScheme):
     """The default scheme, keeping pruned weights exactly zero.
 
-    Pruning wrappers stay in the model (a model still pruning keeps pruning);
-    weights are quantized as `fake_quant(weight * mask)`, and symmetric
+    Other techniques' wrappers (pruning) stay in the model, inside the
+    quantization wrappers (a model still pruning keeps pruning); weights are
+    quantized as `fake_quant(weight * mask)`, and symmetric
     quantization maps zero to zero, so the int8 TFLite weights keep every zero.
     A model already stripped (TFMOT's flow: prune, `strip_pruning`, then
     quantize with this scheme) keeps the zeros it has when quantized: each
@@ -154,27 +155,29 @@ def quantize_apply(model, scheme=None, quantized_layer_name_prefix="quant_", *,
     """
     scheme = scheme or Default8BitQuantizeScheme()
     _check_model(model)
-    if steps.find(model, QuantizeWrapper) or steps.find(model, QuantizeLayer):
+    if find(model, QuantizeWrapper) or find(model, QuantizeLayer):
         raise ValueError(
             f"Model '{model.name}' is already quantization-aware; quantize the original "
             "float model once (double quantization would stack fake-quant ops).")
-    pruned = steps.find(model, PruneLowMagnitude)
-    if pruned and not scheme.preserve_sparsity:
+    wrapped = find(model, WeightWrapper)
+    if wrapped and not scheme.preserve_sparsity:
         raise ValueError(
-            f"Model '{model.name}' still carries pruning wrappers ({pruned[0].name}, ...). "
-            "Quantizing them with the default scheme would let pruned weights become non-zero. "
-            "Either strip first (tfcompress.pruning.strip_pruning(model)), or keep the zeros with "
+            f"Model '{model.name}' still carries {type(wrapped[0]).__name__} wrappers "
+            f"({wrapped[0].name}, ...). The default scheme quantizes plain layers, so pruned "
+            "weights could become non-zero. Either strip first (tfcompress.strip(model)), or "
+            "keep training them inside the quantization wrappers with "
             "scheme=tfcompress.quantization.Default8BitPrunePreserveQuantizeScheme().")
-    if not _annotate_all and not steps.find(model, QuantizeAnnotate):
+    if not _annotate_all and not find(model, QuantizeAnnotate):
         raise ValueError("quantize_apply found no annotated layer; use quantize_model, or "
                          "annotate layers with quantize_annotate_layer first.")
-    if isinstance(model, keras.Sequential):
-        model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
     if not isinstance(quantized_layer_name_prefix, str):
         raise ValueError("quantized_layer_name_prefix must be a string, got "
                          f"{quantized_layer_name_prefix!r}.")
-    return _Transform(model, _annotate_all, full_integer, scheme.preserve_sparsity,
-                      quantized_layer_name_prefix).run()
+    transform = _Transform(model, _annotate_all, scheme.preserve_sparsity,
+                           quantized_layer_name_prefix)
+    qat = transform.run()
+    _warn_float(transform, full_integer)
+    return qat
 
 
 def quantize_scope(*args):
@@ -218,22 +221,62 @@ def _check_model(model):
                          "Input before quantizing.")
 
 
+def _warn_float(transform, full_integer):
+    """One warning naming every layer left float (an error with `full_integer=True`)."""
+    message = ""
+    if transform.float_layers:
+        names = ", ".join(sorted(set(transform.float_layers)))
+        message += (
+            f"These layers have no quantization config and stay float: {names}. The TFLite "
+            "model will dequantize around them. Supported layers: "
+            f"{', '.join(C.SUPPORTED_NAMES)}. To quantize one, wrap it with "
+            "quantize_annotate_layer(layer, quantize_config=YourQuantizeConfig()) and call "
+            "quantize_apply.")
+    if transform.composite_layers:
+        names = ", ".join(sorted(set(transform.composite_layers)))
+        message += (
+            (" " if message else "")
+            + f"These composite layers get fake-quantized weights on every supported "
+            f"sublayer, but the activations inside them stay float: {names}.")
+    if transform.left_float:
+        shown = sorted(set(transform.left_float))
+        message += (" " if message else "") + (
+            "Weights inside composite layers that no quantization rule covers stay float: "
+            + ", ".join(shown[:12]) + (f" and {len(shown) - 12} more" if len(shown) > 12
+                                       else "") + ".")
+    if not message:
+        return
+    if full_integer:
+        raise ValueError(message + " (full_integer=True asked for no float layers.)")
+    warnings.warn(message, stacklevel=3)
+
+
+def _composite_weights(layer):
+    """`([(weight, granularity)], weights no rule covers)` inside a composite layer."""
+    return rules.split(layer, _weight_rule, (keras.layers.BatchNormalization,
+                                             keras.layers.LayerNormalization))
+
+
+def _weight_rule(layer):
+    spec = C.weight_spec(layer)
+    if spec is None:
+        return None
+    return [(w, spec[w.name]) for w in layer.weights if w.name in spec]
+
+
 class _Transform:
     """Rebuilds a functional graph with quantized layers and fake-quant nodes."""
 
-    def __init__(self, model, annotate_all, full_integer, preserve_sparsity, prefix):
+    def __init__(self, model, annotate_all, preserve_sparsity, prefix):
         self.model = model
         self.prefix = prefix
         self.annotate_all = annotate_all
-        self.full_integer = full_integer
         self.preserve_sparsity = preserve_sparsity
-        self.consumers = {}
-        self.nodes = [n for group in model._nodes_by_depth.values() for n in group]
-        for node in self.nodes:
-            for parent in node.parent_nodes:
-                self.consumers.setdefault(id(parent.operation), []).append(node.operation)
-        self.cache = {}
+        self.graph = Graph(model, expand_nested=False)
         self.float_layers = []
+        self.composite_layers = []
+        self.left_float = []
+        self.made = 0
 
     # -- classification -------------------------------------------------------
     def _unwrap(self, op):
@@ -242,8 +285,9 @@ class _Transform:
             return op.layer, op.quantize_config, True
         return op, None, self.annotate_all
 
-    def _base(self, layer):
-        return layer.layer if isinstance(layer, PruneLowMagnitude) else layer
+    @staticmethod
+    def _base(layer):
+        return layer.computing_layer() if isinstance(layer, WeightWrapper) else layer
 
     def _kind(self, op):
         if not isinstance(op, keras.layers.Layer):
@@ -253,7 +297,15 @@ class _Transform:
             return "float"
         if explicit is not None:
             return "custom"
-        return C.kind(self._base(layer)) or "unsupported"
+        base = self._base(layer)
+        found = C.kind(base)
+        if found is not None:
+            return found
+        if isinstance(base, keras.Model) and is_graph_model(base) and base is layer:
+            return "model"
+        if _composite_weights(base)[0]:
+            return "composite"
+        return "unsupported"
 
     def _absorbs_output_of(self, consumer, producer):
         """True when `consumer` takes `producer`'s output range over (fusion)."""
@@ -279,68 +331,42 @@ class _Transform:
         so inputs of a Concatenate take the concat's range instead of their own."""
         return any(self._kind(c) == "ranged" and isinstance(
             self._base(self._unwrap(c)[0]), keras.layers.Concatenate)
-            for c in self.consumers.get(id(op), []))
+            for c in self.graph.consumers_of(op))
 
     def _quantize_output(self, op):
-        consumers = self.consumers.get(id(op), [])
+        consumers = self.graph.consumers_of(op)
         if self._feeds_concat(op):
             return False
         return not (consumers and all(self._absorbs_output_of(c, op) for c in consumers))
 
     # -- rebuilding ----------------------------------------------------------
     def run(self):
-        model = self.model
-        # Named after the input layers (not the tensors, which a Sequential
-        # names `keras_tensor`), so the exported signature keeps its input names.
-        inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype,
-                              name=x._keras_history.operation.name)
-                  for x in model.inputs]
-        feeds = []
-        for old, new in zip(model.inputs, inputs):
-            feeds.append(self._quantize_input(old, new))
-        outputs = model._run_through_graph(feeds, operation_fn=self._operation_fn)
-        if self.float_layers:
-            names = ", ".join(sorted(set(self.float_layers)))
-            message = (
-                f"These layers have no quantization config and stay float: {names}. The TFLite "
-                "model will dequantize around them. Supported layers: "
-                f"{', '.join(C.SUPPORTED_NAMES)}. To quantize one, wrap it with "
-                "quantize_annotate_layer(layer, quantize_config=YourQuantizeConfig()) and call "
-                "quantize_apply.")
-            if self.full_integer:
-                raise ValueError(message + " (full_integer=True asked for no float layers.)")
-            warnings.warn(message, stacklevel=3)
-        structure = model._inputs_struct
-        if isinstance(structure, dict):
-            position = {id(x): i for i, x in enumerate(model.inputs)}
-            inputs = {key: inputs[position[id(ref)]] for key, ref in structure.items()}
-        elif not isinstance(structure, (list, tuple)):
-            inputs = inputs[0]  # one input, not a list of one: called with a bare tensor
-        return keras.Model(inputs, outputs, name=f"{model.name}_qat")
+        return rewrite(self.model, self._make, input_fn=self._quantize_input,
+                       name=f"{self.model.name}_qat")
 
     def _quantize_input(self, old, new):
         if "int" in str(new.dtype) or "bool" in str(new.dtype):
             return new
-        users = [node.operation for node in self.nodes
-                 if node.operation is not None and not node.is_input
-                 and any(t is old for t in node.input_tensors)]
-        if not any(self._kind(op) not in ("float",) for op in users):
+        if not any(self._kind(op) not in ("float",) for op in self.graph.readers_of_input(old)):
             return new
         return QuantizeLayer(name=f"quantize_{new.name}")(new)
 
-    def _operation_fn(self, op):
-        if id(op) not in self.cache:
-            self.cache[id(op)] = self._make(op)
-        return self.cache[id(op)]
-
     def _make(self, op):
         kind = self._kind(op)
+        index, self.made = self.made, self.made + 1
         if kind == "op":
-            fq = QuantizeLayer(name=f"quantize_{type(op).__name__.lower()}_{len(self.cache)}")
+            fq = QuantizeLayer(name=f"quantize_{type(op).__name__.lower()}_{index}")
             return lambda *a, **k: fq(op(*a, **k))
         if kind == "preserving" and not isinstance(op, keras.layers.Layer):
             return op
         layer, explicit, _ = self._unwrap(op)
+        if kind == "model":
+            nested = _Transform(layer, self.annotate_all, self.preserve_sparsity, self.prefix)
+            new = nested.run()
+            self.float_layers += nested.float_layers
+            self.composite_layers += nested.composite_layers
+            self.left_float += nested.left_float
+            return keras.Model(new.inputs, new.outputs, name=layer.name)
         if kind == "float":
             return copy_layer(layer)
         if kind == "unsupported":
@@ -350,6 +376,8 @@ class _Transform:
             return copy_layer(layer)
         if kind == "custom":
             return self._wrap(copy_layer(layer), explicit)
+        if kind == "composite":
+            return self._composite(op, layer)
         if isinstance(layer, keras.layers.SeparableConv2D):
             return self._separable(layer, self._quantize_output(op))
         split = kind == "weighted" and C.needs_activation_split(self._base(layer))
@@ -358,6 +386,21 @@ class _Transform:
             quantize_output=self._quantize_output(op) and not split,
             quantize_activation=split)
         return self._wrap(copy_layer(layer), config)
+
+    def _composite(self, op, layer):
+        """A composite layer: every supported sublayer's weights fake-quantized as at top
+        level, and its output when it is one tensor; the activations inside stay float."""
+        copy = copy_layer(layer)
+        base = self._base(copy)  # the copy's sublayers may be named differently
+        pairs, left = _composite_weights(base)
+        self.composite_layers.append(f"{layer.name} ({type(base).__name__})")
+        self.left_float += [f"{w.path} ({type(base).__name__})" for w in left]
+        nodes = getattr(op, "_inbound_nodes", [])
+        single = bool(nodes) and len(keras.tree.flatten(nodes[0].outputs)) == 1
+        config = C.Default8BitQuantizeConfig(
+            weights={rules.relative_path(w, base): kind for w, kind in pairs},
+            quantize_output=single and self._quantize_output(op))
+        return self._wrap(copy, config)
 
     def _wrap(self, layer, config):
         return QuantizeWrapper(layer, config, preserve_sparsity=self.preserve_sparsity,

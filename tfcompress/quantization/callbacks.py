@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 
-from tfcompress.core import steps
+from tfcompress.core import find
 from tfcompress.core.summaries import Section, Summaries
 from tfcompress.quantization.wrapper import QuantizeLayer, QuantizeWrapper
 
@@ -27,7 +27,7 @@ def quantization_section(model, histograms=False):
     # ['dense/output_0/max', 'dense/output_0/min'] (names depend on the model)
     ```
     """
-    layers = [layer for layer in steps.find(model, (QuantizeWrapper, QuantizeLayer))
+    layers = [layer for layer in find(model, (QuantizeWrapper, QuantizeLayer))
               if layer.built]
     if not layers:
         return None

@@ -13,6 +13,7 @@ int8 kernels):
 
 import keras
 
+from tfcompress.core import rules
 from tfcompress.quantization import quantizers as Q
 
 L = keras.layers
@@ -109,7 +110,9 @@ class Default8BitQuantizeConfig(QuantizeConfig):
     """The default scheme's config for one layer.
 
     Args:
-        weights: `{weight name: "per_tensor" | "per_channel" | "depthwise"}`.
+        weights: `{weight name: "per_tensor" | "per_channel" | "depthwise"}`;
+            inside a composite layer, the weight's path in it
+            (`"dense_1/kernel"`).
         quantize_output: fake-quantize the layer's output.
 
     Example:
@@ -133,7 +136,7 @@ class Default8BitQuantizeConfig(QuantizeConfig):
     def get_weights_and_quantizers(self, layer):
         pairs = []
         for variable in layer.weights:
-            kind = self.weights.get(variable.name)
+            kind = self.weights.get(rules.relative_path(variable, layer))
             if kind == "depthwise":
                 pairs.append((variable, Q.DepthwiseWeightsQuantizer(8, True, True, True)))
             elif kind is not None:
@@ -211,16 +214,9 @@ SUPPORTED_NAMES = sorted({c.__name__ for c in WEIGHTED} | {c.__name__ for c in R
                          | {c.__name__ for c in SCALE_PRESERVING})
 
 
-def _lookup(layer, table):
-    for cls in type(layer).__mro__:
-        if cls in table:
-            return table[cls]
-    return None
-
-
 def weight_spec(layer):
     """`{weight name: granularity}` for a supported weighted layer, else None."""
-    return _lookup(layer, WEIGHTED)
+    return rules.lookup(layer, WEIGHTED)
 
 
 def is_fusable_activation(layer):

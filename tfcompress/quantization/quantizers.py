@@ -1,8 +1,10 @@
 """Fake-quantizers: what a float tensor looks like after an int8 round trip.
 
 Each quantizer owns the range variables it needs (`build`) and applies
-`tf.quantization.fake_quant_with_min_max_vars[_per_channel]`, the op the
-TFLite converter turns into real int8 tensors. Arguments mirror TFMOT's.
+`keras.quantizers.fake_quant_with_min_max_vars`, which on the TensorFlow
+backend lowers to `tf.quantization.fake_quant_with_min_max_vars[_per_channel]`
+(per-channel with `axis=-1`): the ops the TFLite converter turns into real
+int8 tensors, with TF's own gradients. Arguments mirror TFMOT's.
 """
 
 import numbers
@@ -27,7 +29,7 @@ class Quantizer:
     Example (a custom quantizer that clips to a fixed range):
 
     ```python
-    import tensorflow as tf
+    import keras
     import tfcompress as tfc
 
     class FixedRange(tfc.quantization.Quantizer):
@@ -35,7 +37,7 @@ class Quantizer:
             return {}
 
         def __call__(self, inputs, training, weights, **kwargs):
-            return tf.quantization.fake_quant_with_min_max_args(inputs, -1.0, 1.0)
+            return keras.quantizers.fake_quant_with_min_max_vars(inputs, -1.0, 1.0)
 
         def get_config(self):
             return {}
@@ -97,12 +99,10 @@ class _RangeQuantizer(Quantizer):
         return low, high
 
     def _fake_quant(self, inputs, low, high):
-        inputs = tf.cast(inputs, "float32")
-        if self.per_axis:
-            return tf.quantization.fake_quant_with_min_max_vars_per_channel(
-                inputs, low, high, num_bits=self.num_bits, narrow_range=self.narrow_range)
-        return tf.quantization.fake_quant_with_min_max_vars(
-            inputs, low, high, num_bits=self.num_bits, narrow_range=self.narrow_range)
+        # float32 in, float32 out (keras would cast the output back to the input dtype)
+        return keras.quantizers.fake_quant_with_min_max_vars(
+            tf.cast(inputs, "float32"), low, high, num_bits=self.num_bits,
+            narrow_range=self.narrow_range, axis=-1 if self.per_axis else None)
 
     def __call__(self, inputs, training, weights, **kwargs):
         if training:
@@ -260,7 +260,7 @@ class FixedRangeQuantizer(Quantizer):
         return {}
 
     def __call__(self, inputs, training, weights, **kwargs):
-        return tf.quantization.fake_quant_with_min_max_args(
+        return keras.quantizers.fake_quant_with_min_max_vars(
             tf.cast(inputs, "float32"), self.min_value, self.max_value, num_bits=self.num_bits)
 
     def get_config(self):

@@ -2,9 +2,8 @@
 
 import keras
 
-from tfcompress.core import WeightWrapper
-from tfcompress.core.wrapper import expose_input_shape
-from tfcompress.pruning.wrapper import PruneLowMagnitude
+from tfcompress.core import WeightWrapper, rules
+from tfcompress.core.wrapper import InsertedLayer, expose_input_shape
 from tfcompress.quantization.config import QuantizeConfig, activation_quantizer
 from tfcompress.quantization.quantizers import Quantizer
 
@@ -25,10 +24,12 @@ class QuantizeWrapper(WeightWrapper):
 
     Weights are quantized through the `QuantizeConfig`'s quantizers (their
     ranges are weights of this wrapper, so they save and load with the
-    model); outputs through its output quantizers. When the wrapped layer is
-    a `PruneLowMagnitude`, the quantizer sees `weight * mask`, and since the
-    weight quantizers are symmetric (zero maps to zero), pruned weights stay
-    exactly zero in training and in the int8 TFLite weights. With
+    model); outputs through its output quantizers. It is the last link of a
+    chain of wrappers: around another technique's wrapper (a pruning one),
+    the quantizer sees the values that wrapper computes (`weight * mask`),
+    and since the weight quantizers are symmetric (zero maps to zero), pruned
+    weights stay exactly zero in training and in the int8 TFLite weights.
+    `tfcompress.strip` keeps it (its ranges are the int8 scales). With
     `preserve_sparsity=True` on a plain layer (a pruned model already
     stripped, as in TFMOT's prune-preserving QAT), the mask is the weights'
     zero pattern when the wrapper is built, and those zeros are kept the same
@@ -48,6 +49,8 @@ class QuantizeWrapper(WeightWrapper):
     """
 
     quantization_aware = True
+    order = 30
+    kept_by_strip = True
 
     def __init__(self, layer, quantize_config, preserve_sparsity=False, **kwargs):
         quantize_config = _deserialize(quantize_config)
@@ -63,37 +66,28 @@ class QuantizeWrapper(WeightWrapper):
         self._output_quantizers = []
         self._activation_quantizers = []
 
-    def can_wrap(self, wrapper):
-        return isinstance(wrapper, PruneLowMagnitude)
-
-    @property
-    def _base_layer(self):
-        return self.layer.layer if isinstance(self.layer, PruneLowMagnitude) else self.layer
-
-    def computing_layer(self):
-        return self._base_layer
-
     def target_weights(self):
-        pairs = self.quantize_config.get_weights_and_quantizers(self._base_layer)
+        pairs = self.quantize_config.get_weights_and_quantizers(self.computing_layer())
         self._weight_quantizers = [q for _, q in pairs]
         return [v for v, _ in pairs]
 
     def build_state(self, targets):
-        base = self._base_layer.name
+        layer = self.computing_layer()
+        base = layer.name
+        names = [rules.relative_path(v, layer).replace("/", "_") for v in targets]
         self._weight_vars = [
-            q.build(v.shape, f"{v.name}", self) for v, q in zip(targets, self._weight_quantizers)
+            q.build(v.shape, name, self) for v, q, name in zip(targets, self._weight_quantizers,
+                                                               names)
         ]
-        # Untracked: pruning masks belong to the pruning wrapper.
-        object.__setattr__(self, "_masks", [None] * len(targets))
-        if isinstance(self.layer, PruneLowMagnitude):
-            by_id = {id(v): m for v, m in zip(self.layer.targets, self.layer.masks)}
-            self._masks[:] = [by_id.get(id(v)) for v in targets]
-        elif self.preserve_sparsity:
-            self._masks[:] = [self._zero_pattern(v) for v in targets]
-        outputs = self.quantize_config.get_output_quantizers(self._base_layer)
+        # A wrapper inside this one (pruning) keeps its own zeros; a plain
+        # layer keeps the zeros it has now when asked to.
+        self._masks = [None] * len(targets)
+        if self.preserve_sparsity and not isinstance(self.layer, WeightWrapper):
+            self._masks = [self._zero_pattern(v, name) for v, name in zip(targets, names)]
+        outputs = self.quantize_config.get_output_quantizers(layer)
         self._output_quantizers = list(outputs)
         self._output_vars = [q.build((None,), f"output_{i}", self) for i, q in enumerate(outputs)]
-        acts = self.quantize_config.get_activations_and_quantizers(self._base_layer)
+        acts = self.quantize_config.get_activations_and_quantizers(layer)
         self._activations = [a for a, _ in acts]
         self._activation_quantizers = [q for _, q in acts]
         # Like TFMOT: activations TFLite cannot fuse (tanh, sigmoid, ...) run as
@@ -105,36 +99,34 @@ class QuantizeWrapper(WeightWrapper):
                 pre, pre.build((None,), f"{base}_pre_activation_{i}", self) if pre else None,
                 post, post.build((None,), f"{base}_activation_{i}", self)))
 
-    def _zero_pattern(self, weight):
-        mask = self.add_weight(name=f"{weight.name}_mask", shape=weight.shape, dtype=weight.dtype,
+    def _zero_pattern(self, weight, name):
+        mask = self.add_weight(name=f"{name}_mask", shape=weight.shape, dtype=weight.dtype,
                                initializer="ones", trainable=False, aggregation="none")
         mask.assign(keras.ops.cast(keras.ops.not_equal(weight, 0), weight.dtype))
         return mask
 
-    def step_variable(self):  # not step-driven; present for the shared machinery
-        return None
+    def transform_weights(self, values, training):
+        out = []
+        for value, q, weights, mask in zip(values, self._weight_quantizers, self._weight_vars,
+                                           self._masks):
+            value = value if mask is None else value * mask.value
+            out.append(q(value, training, weights))
+        return out
 
-    def transform_weights(self, targets, training):
-        if training and isinstance(self.layer, PruneLowMagnitude):
-            self.layer.update_masks()  # a model still pruning keeps pruning
-        values = []
-        for v, q, weights, mask in zip(targets, self._weight_quantizers, self._weight_vars,
-                                       self._masks):
-            value = v.value if mask is None else v.value * mask.value
-            values.append(q(value, training, weights))
-        return values
+    def wrapper_kwargs(self):
+        return {**super().wrapper_kwargs(), "quantize_config": self.quantize_config}
 
     def call(self, inputs, *args, training=None, **kwargs):
         training = bool(training)
         if self._activations:
             quantized = [self._quantized_activation(a, qs, training) for a, qs in
                          zip(self._activations, self._activation_quantizers)]
-            self.quantize_config.set_quantize_activations(self._base_layer, quantized)
+            self.quantize_config.set_quantize_activations(self.computing_layer(), quantized)
         try:
             outputs = super().call(inputs, *args, training=training, **kwargs)
         finally:
             if self._activations:
-                self.quantize_config.set_quantize_activations(self._base_layer, self._activations)
+                self.quantize_config.set_quantize_activations(self.computing_layer(), self._activations)
         for q, weights in zip(self._output_quantizers, self._output_vars):
             outputs = q(outputs, training, weights)
         return outputs
@@ -158,7 +150,7 @@ class QuantizeWrapper(WeightWrapper):
 
 
 @keras.saving.register_keras_serializable("tfcompress")
-class QuantizeLayer(keras.layers.Layer):
+class QuantizeLayer(InsertedLayer):
     """Fake-quantizes a tensor: model inputs, and outputs of bare ops in a graph.
 
     Example:

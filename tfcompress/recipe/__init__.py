@@ -27,6 +27,12 @@ recipe = {
 - `run(model, recipe, data, out_dir)` runs every stage in order (distil and/or
   prune, then QAT, then export) and writes `model.keras`, `model_<mode>.tflite`,
   `saved_model/` and `report.md` into `out_dir`.
+- `distill_and_prune(teacher, student, x, y, loss)` runs the distil + prune
+  (+ QAT) stages in one fit, and `fit_stage` is the one training stage every
+  workflow (`run`, `distill_and_prune`, `tfcompress demo`) runs.
+- The sections `prune`, `quantize` and `distill` are the techniques' own
+  stages (`tfcompress.core.techniques.stages()`); a technique that registers
+  a stage adds its section.
 - `load(path_or_dict)` reads JSON (YAML too when PyYAML is installed) and
   validates; `validate(recipe)` returns the recipe with every default filled in.
 
@@ -34,9 +40,11 @@ Unknown sections or keys, and bad values, raise `ValueError` naming the key
 (`prune.final_sparsity`) and the allowed keys or values.
 """
 
+from tfcompress.recipe import pipeline
+from tfcompress.recipe.pipeline import distill_and_prune, fit_stage
 from tfcompress.recipe.runner import run
-from tfcompress.recipe.schema import DISTILL_LOSSES, OPTIMIZERS, SCHEMA, TFLITE_MODES, load, validate
+from tfcompress.recipe.schema import OPTIMIZERS, SCHEMA, TFLITE_MODES, load, validate
 from tfcompress.recipe.stages import compile_kwargs, prepare, pruning_schedule
 
-__all__ = ["DISTILL_LOSSES", "OPTIMIZERS", "SCHEMA", "TFLITE_MODES", "compile_kwargs",
-           "load", "prepare", "pruning_schedule", "run", "validate"]
+__all__ = ["OPTIMIZERS", "SCHEMA", "TFLITE_MODES", "compile_kwargs", "distill_and_prune",
+           "fit_stage", "load", "pipeline", "prepare", "pruning_schedule", "run", "validate"]

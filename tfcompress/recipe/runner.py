@@ -2,10 +2,10 @@
 
 import os
 
-from tfcompress.core import steps
-
+from tfcompress.core import steps, strip
+from tfcompress.recipe import pipeline
 from tfcompress.recipe.schema import SCHEMA, load
-from tfcompress.recipe.stages import make_distiller, prune_stage, quantize_stage, load_teacher, compile_kwargs
+from tfcompress.recipe.stages import compile_kwargs, present, with_teacher
 
 
 def _split(data):
@@ -26,13 +26,16 @@ def _split(data):
 def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
     """Runs a whole recipe on `model` and writes every artifact and the report into `out_dir`.
 
-    Stages, each only if its section is present:
-    1. distil and/or prune: one `fit` of `prune.epochs` epochs (or
-       `distill.epochs` when distilling without pruning). With both, the
-       teacher is distilled into the pruned student in the same fit.
+    Stages, each only if its section is present (the techniques register
+    them: `tfcompress.core.techniques.stages()`), each fit run by
+    `pipeline.fit_stage`:
+    1. distil and/or prune (and any other training-time transform): one
+       `fit` of `prune.epochs` epochs (or `distill.epochs` when distilling
+       without pruning). With both, the teacher is distilled into the pruned
+       student in the same fit.
     2. quantize: quantization-aware training for `quantize.epochs` epochs on
        the labels, keeping pruned zeros when `preserve_sparsity`.
-    3. export: `model.keras` (pruning wrappers stripped; quantization-aware
+    3. export: `model.keras` (`tfcompress.strip`ped; quantization-aware
        layers kept when QAT ran) and `model_<mode>.tflite` for each
        `export.tflite` mode (int8/int16x8 calibrated on `x` unless QAT ran),
        `saved_model/` if `export.saved_model`. When QAT ran, `int8` comes
@@ -68,7 +71,7 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
                        "/tmp/recipe_out", overwrite=True)
     ```
     """
-    from tfcompress import export, pruning, report
+    from tfcompress import export, report
 
     r = load(recipe)
     data = _split(data)
@@ -89,31 +92,34 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
     fit = dict(batch_size=t["batch_size"], validation_data=validation, verbose=t["verbose"])
     steps_per_epoch = steps.steps_per_epoch(x, t["batch_size"])
 
+    r = with_teacher(r, safe_mode)
+    transforms, teachers, finals = (present(r, role) for role in ("transform", "teacher", "final"))
     current = model
-    if "prune" in r or "distill" in r:
-        epochs = r["prune"]["epochs"] if "prune" in r else r["distill"]["epochs"]
-        callbacks = []
-        if "prune" in r:
-            current, callbacks = prune_stage(current, r, steps=steps_per_epoch * epochs)
-        trainee = current
-        if "distill" in r:
-            trainee = make_distiller(load_teacher(r["distill"], safe_mode), current, r)
-        trainee.compile(**compile_kwargs(r))
-        trainee.fit(x, y, epochs=epochs, callbacks=callbacks + [_summaries(out_dir, "train")], **fit)
-    float_model = pruning.strip_pruning(current) if current is not model else model
-    if "quantize" in r:
-        current, callbacks = quantize_stage(current, r)
-        current.compile(**compile_kwargs(r, r["quantize"]["learning_rate"]))
-        current.fit(x, y, epochs=r["quantize"]["epochs"],
-                    callbacks=callbacks + [_summaries(out_dir, "qat")], **fit)
-    final = pruning.strip_pruning(current) if "quantize" in r else float_model
+    if transforms or teachers:
+        epochs = max(r[st.key]["epochs"] for st in transforms or teachers)
+        teacher = None
+        if teachers:
+            teacher = _bound(teachers[0], r, steps_per_epoch * epochs)
+        current, _ = pipeline.fit_stage(
+            current, [_bound(st, r, steps_per_epoch * epochs) for st in transforms], x, y,
+            compile_kwargs=compile_kwargs(r), epochs=epochs, teacher=teacher,
+            log_dir=os.path.join(out_dir, "logs", "train"), **fit)
+    float_model = strip(current) if current is not model else model
+    for st in finals:
+        section = r[st.key]
+        current, _ = pipeline.fit_stage(
+            current, [_bound(st, r, steps_per_epoch * section["epochs"])], x, y,
+            compile_kwargs=compile_kwargs(r, section.get("learning_rate")),
+            epochs=section["epochs"], log_dir=os.path.join(out_dir, "logs", _LOG_NAMES.get(
+                st.key, st.key)), **fit)
+    final = strip(current) if finals else float_model
 
     artifacts = {}
     keras_path = os.path.join(out_dir, "model.keras")
     _replace(keras_path)
     final.save(keras_path)
     artifacts["model.keras"] = keras_path
-    if "quantize" in r:  # the float exports come from the model before QAT
+    if finals:  # the float exports come from the model before QAT
         path = os.path.join(out_dir, "model_float.keras")
         _replace(path)
         float_model.save(path)
@@ -122,7 +128,7 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
     for mode in e["tflite"]:
         path = os.path.join(out_dir, f"model_{mode}.tflite")
         calibration = x if mode in ("int8", "int16x8") else None
-        if mode == "int8" and "quantize" in r:
+        if mode == "int8" and finals:
             calibration = None  # the QAT ranges are the calibration
         source = final if mode == "int8" else float_model
         export.to_tflite(source, path, mode=mode, representative_data=calibration,
@@ -142,7 +148,7 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
     rows = {f"input ({getattr(model, 'name', 'model')})": model, **artifacts}
     table = report.compare(rows, scored, metric=rep["metric"], max_samples=rep["max_samples"],
                            latency_runs=rep["latency_runs"])
-    stages = [s for s in ("distill", "prune", "quantize") if s in r] + ["export"]
+    stages = [st.key for st in teachers + transforms + finals] + ["export"]
     text = (f"# tfcompress recipe report\n\nstages: {' → '.join(stages)}; scored on "
             f"{len(scored[1])} samples ({'x_' + split if split else 'x'}).\n\n"
             + report.to_markdown(table) + "\n")
@@ -151,10 +157,12 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
     return table
 
 
-def _summaries(out_dir, stage):
-    from tfcompress.summaries import CompressionSummaries
+def _bound(stage, r, steps_in_stage):
+    return lambda model: stage.prepare(model, r, steps_in_stage)
 
-    return CompressionSummaries(os.path.join(out_dir, "logs", stage))
+
+# log folders of the final stages (kept from before the stages were registered)
+_LOG_NAMES = {"quantize": "qat"}
 
 
 def _replace(path):

@@ -1,38 +1,50 @@
 """The recipe format: sections, keys, defaults and allowed values; `load` and `validate`."""
 
+import collections.abc
 import copy
 import json
 import os
 
-_REQUIRED = object()
+from tfcompress.core import techniques
 
 TFLITE_MODES = ("float", "dynamic", "float16", "int8", "int16x8")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
-# distill.loss -> (tfcompress.distillation class name, takes a temperature, takes from_logits)
-DISTILL_LOSSES = {"logits": ("LogitsDistillation", True, True),
-                  "binary": ("BinaryDistillation", True, True),
-                  "listwise": ("ListwiseDistillation", True, False),
-                  "pairwise": ("PairwiseDistillation", False, False)}
 # losses that take `train.from_logits`, by the Keras class that takes it
 FROM_LOGITS_LOSSES = {"sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
                        "categorical_crossentropy": "CategoricalCrossentropy",
                        "binary_crossentropy": "BinaryCrossentropy"}
 
-# section -> key -> default (None: chosen for you, see the docs of each key)
-SCHEMA = {
-    "prune": {"final_sparsity": _REQUIRED, "initial_sparsity": 0.0, "begin_step": 0,
-              "end_step": None, "frequency": None, "power": 3, "block_size": [1, 1],
-              "m_by_n": None, "skip_layers": [], "epochs": 1},
-    "quantize": {"preserve_sparsity": True, "epochs": 1, "learning_rate": None,
-                 "full_integer": False},
-    "distill": {"teacher": _REQUIRED, "loss": "logits", "temperature": None,
-                "student_loss_weight": 0.5, "epochs": 1},
+# The workflow's own sections; each technique's stage adds its section
+# (`tfcompress.core.techniques.Stage.defaults`), e.g. "prune", "quantize", "distill".
+WORKFLOW = {
     "export": {"tflite": [], "saved_model": False, "sparse": False},
     "train": {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32,
               "loss": "sparse_categorical_crossentropy", "from_logits": True,
               "metrics": ["accuracy"], "verbose": 0},
     "report": {"metric": "accuracy", "max_samples": None, "latency_runs": 20},
 }
+
+
+class _Schema(collections.abc.Mapping):
+    """section -> key -> default (None: chosen for you; see each key's docs), for every
+    registered technique's stage and the workflow sections, as registered now."""
+
+    def _sections(self):
+        stages = sorted(techniques.stages().values(), key=lambda st: (st.order, st.key))
+        return {**{st.key: st.defaults for st in stages}, **WORKFLOW}
+
+    def __getitem__(self, key):
+        return self._sections()[key]
+
+    def __iter__(self):
+        return iter(self._sections())
+
+    def __len__(self):
+        return len(self._sections())
+
+
+SCHEMA = _Schema()
+_REQUIRED = techniques.REQUIRED
 
 
 # -- loading and validation ------------------------------------------------------
@@ -136,8 +148,10 @@ def validate(recipe):
                                      "section.")
                 filled[key] = copy.deepcopy(default)
         result[section] = filled
+    stages = techniques.stages()
     for section in result:
-        _CHECKS[section](result[section])
+        check = stages[section].check if section in stages else _CHECKS[section]
+        check(result[section])
     result.setdefault("train", copy.deepcopy(SCHEMA["train"]))
     result.setdefault("report", copy.deepcopy(SCHEMA["report"]))
     return result
@@ -169,70 +183,6 @@ def _number(section, key, value, low=None, high=None, optional=False, text=None)
 def _bool(section, key, value):
     if not isinstance(value, bool):
         _fail(section, key, value, "true or false")
-
-
-def _check_prune(s):
-    from tfcompress.pruning import schedule
-
-    for key in ("final_sparsity", "initial_sparsity"):
-        try:
-            schedule.check_sparsity(key, s[key])
-        except ValueError as error:
-            raise ValueError(f"'prune.{key}': {error}") from None
-    _int("prune", "begin_step", s["begin_step"])
-    _int("prune", "end_step", s["end_step"], minimum=s["begin_step"] + 1, optional=True)
-    _int("prune", "frequency", s["frequency"], minimum=1, optional=True)
-    _number("prune", "power", s["power"], low=0, text="a number > 0")
-    _int("prune", "epochs", s["epochs"], minimum=1)
-    block = s["block_size"]
-    if (not isinstance(block, (list, tuple)) or len(block) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                       for v in block)):
-        _fail("prune", "block_size", block, "a pair of ints >= 1, e.g. [1, 1] or [4, 4]")
-    m_by_n = s["m_by_n"]
-    if m_by_n is not None and (
-            not isinstance(m_by_n, (list, tuple)) or len(m_by_n) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in m_by_n)
-            or not 0 < m_by_n[0] < m_by_n[1]):
-        _fail("prune", "m_by_n", m_by_n, "null or a pair [m, n] with 0 < m < n, e.g. [2, 4]")
-    if m_by_n is not None and list(block) != [1, 1]:
-        raise ValueError("'prune.m_by_n' and 'prune.block_size' cannot be combined; keep "
-                         "block_size [1, 1] with m_by_n.")
-    skip = s["skip_layers"]
-    if not isinstance(skip, (list, tuple)) or not all(isinstance(n, str) and n for n in skip):
-        _fail("prune", "skip_layers", skip, "a list of layer names to leave dense, e.g. "
-              "['click']")
-    s["skip_layers"] = list(skip)
-    s["block_size"] = list(block)
-    s["m_by_n"] = None if m_by_n is None else list(m_by_n)
-
-
-def _check_quantize(s):
-    _bool("quantize", "preserve_sparsity", s["preserve_sparsity"])
-    _bool("quantize", "full_integer", s["full_integer"])
-    _int("quantize", "epochs", s["epochs"], minimum=1)
-    _number("quantize", "learning_rate", s["learning_rate"], low=0, optional=True,
-            text="a number > 0 or null (use train.learning_rate)")
-
-
-def _check_distill(s):
-    import keras
-
-    teacher = s["teacher"]
-    if not isinstance(teacher, (str, os.PathLike, keras.Model)):
-        _fail("distill", "teacher", teacher, "a .keras file path or a keras.Model")
-    if s["loss"] not in DISTILL_LOSSES:
-        _fail("distill", "loss", s["loss"], f"one of {list(DISTILL_LOSSES)}")
-    _number("distill", "temperature", s["temperature"], low=0, optional=True,
-            text="a number > 0, or null for the loss's own default")
-    if s["loss"] == "pairwise" and s["temperature"] is not None:
-        _fail("distill", "temperature", s["temperature"],
-              "null with loss 'pairwise' (a RankNet loss has no temperature)")
-    value = s["student_loss_weight"]
-    if (not isinstance(value, (int, float)) or isinstance(value, bool)
-            or not 0 <= value <= 1):
-        _fail("distill", "student_loss_weight", value, "a number in [0, 1]")
-    _int("distill", "epochs", s["epochs"], minimum=1)
 
 
 def _check_export(s):
@@ -282,5 +232,4 @@ def _check_report(s):
     _int("report", "latency_runs", s["latency_runs"], minimum=1)
 
 
-_CHECKS = {"prune": _check_prune, "quantize": _check_quantize, "distill": _check_distill,
-           "export": _check_export, "train": _check_train, "report": _check_report}
+_CHECKS = {"export": _check_export, "train": _check_train, "report": _check_report}

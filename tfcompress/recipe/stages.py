@@ -1,8 +1,13 @@
-"""A recipe's training stages as models and callbacks: `prepare`, `compile_kwargs`, `pruning_schedule`."""
+"""A recipe's stages as models and callbacks: `prepare`, `compile_kwargs`, `pruning_schedule`.
+
+The stages come from the techniques (`tfcompress.core.techniques.stages()`);
+this module orders them and loads what a file names (a teacher).
+"""
 
 import os
 
-from tfcompress.recipe.schema import FROM_LOGITS_LOSSES, DISTILL_LOSSES, validate
+from tfcompress.core import techniques
+from tfcompress.recipe.schema import FROM_LOGITS_LOSSES, validate
 
 
 def pruning_schedule(recipe, steps=None):
@@ -22,30 +27,11 @@ def pruning_schedule(recipe, steps=None):
     assert s.final_sparsity == 0.8 and s.frequency == 50
     ```
     """
-    from tfcompress import pruning
+    from tfcompress.pruning import stage
 
-    p = validate(recipe)["prune"] if "prune" in recipe else None
-    if p is None:
+    if "prune" not in recipe:
         raise ValueError("The recipe has no 'prune' section.")
-    begin, end = p["begin_step"], p["end_step"]
-    constant = p["initial_sparsity"] == p["final_sparsity"]
-    if end is None and not constant:
-        if steps is None:
-            raise ValueError(
-                "'prune.end_step' is null, so the schedule's length comes from the data: "
-                "set 'prune.end_step' (the step at which final_sparsity is reached) to "
-                "use prepare(), or use run(), which counts the steps.")
-        end = max(begin + 1, begin + int(0.7 * (steps - begin)))
-    frequency = p["frequency"]
-    if frequency is None:
-        frequency = max(1, (end - begin) // 10) if end is not None else 100
-    if constant:
-        return pruning.ConstantSparsity(p["final_sparsity"], begin_step=begin,
-                                        end_step=-1 if end is None else end,
-                                        frequency=frequency)
-    return pruning.PolynomialDecay(p["initial_sparsity"], p["final_sparsity"],
-                                   begin_step=begin, end_step=end, power=p["power"],
-                                   frequency=frequency)
+    return stage.schedule(validate(recipe)["prune"], steps)
 
 
 def load_teacher(d, safe_mode=True):
@@ -63,64 +49,31 @@ def load_teacher(d, safe_mode=True):
     return report.load_model(path, safe_mode=safe_mode)
 
 
-def prune_stage(model, r, steps=None):
-    """`(model wrapped for pruning, its callbacks)` for the recipe's `prune` section."""
-    from tfcompress import pruning
-
-    p = r["prune"]
-    names = [layer.name for layer in model._flatten_layers(include_self=False)]
-    unknown = [n for n in p["skip_layers"] if n not in names]
-    if unknown:
-        raise ValueError(f"'prune.skip_layers': the model has no layer {unknown}; its layers: "
-                         f"{', '.join(names)}.")
-    kwargs = {"weight_names": {n: [] for n in p["skip_layers"]}} if p["skip_layers"] else {}
-    pruned = pruning.prune_low_magnitude(
-        model, pruning_schedule=pruning_schedule(r, steps), block_size=tuple(p["block_size"]),
-        sparsity_m_by_n=None if p["m_by_n"] is None else tuple(p["m_by_n"]), **kwargs)
-    return pruned, [pruning.UpdatePruningStep()]
+def present(r, role):
+    """The stages of `role` that the validated recipe `r` turns on, in order."""
+    found = [st for st in techniques.stages().values() if st.key in r and st.role == role]
+    return sorted(found, key=lambda st: (st.order, st.key))
 
 
-def quantize_stage(model, r):
-    """`(quantization-aware model, its callbacks)` for the recipe's `quantize` section."""
-    from tfcompress import pruning, quantization
-    from tfcompress.core import steps
-
-    q = r["quantize"]
-    wrapped = bool(steps.find(model, pruning.PruneLowMagnitude))
-    if wrapped and not q["preserve_sparsity"]:
-        model, wrapped = pruning.strip_pruning(model), False
-    scheme = quantization.Default8BitPrunePreserveQuantizeScheme() if wrapped else None
-    qat = quantization.quantize_model(model, scheme=scheme, full_integer=q["full_integer"])
-    return qat, [pruning.UpdatePruningStep()] if wrapped else []
-
-
-def make_distiller(teacher, student, r):
-    """A `Distiller` of `student` from `teacher` for the recipe's `distill` section."""
-    from tfcompress import distillation
-
-    d = r["distill"]
-    name, takes_temperature, takes_from_logits = DISTILL_LOSSES[d["loss"]]
-    kwargs = {}
-    if takes_temperature and d["temperature"] is not None:
-        kwargs["temperature"] = d["temperature"]
-    if takes_from_logits:
-        kwargs["from_logits"] = r["train"]["from_logits"]
-    return distillation.Distiller(teacher, student, getattr(distillation, name)(**kwargs),
-                                  student_loss_weight=d["student_loss_weight"])
+def with_teacher(r, safe_mode=True):
+    """`r` with `distill.teacher` loaded (a new dict when there is a file to load)."""
+    if "distill" not in r or not isinstance(r["distill"]["teacher"], (str, os.PathLike)):
+        return r
+    return {**r, "distill": {**r["distill"], "teacher": load_teacher(r["distill"], safe_mode)}}
 
 
 def prepare(model, recipe, *, safe_mode=True):
     """The model to train and the callbacks for the recipe's first stage, for your own `fit`.
 
     The stage prepared is:
-    - `"prune"` in the recipe: `prune_low_magnitude` with the recipe's schedule
-      (see `pruning_schedule`; `prune.end_step` must be set) and
-      `[UpdatePruningStep()]`. With `"distill"` too, the model returned is a
-      `tfcompress.distillation.Distiller` around the pruned student (its
-      `.student` is the pruned model).
-    - else `"quantize"`: `quantize_model` (with
-      `Default8BitPrunePreserveQuantizeScheme` when `model` still has pruning
-      wrappers and `preserve_sparsity` is true, plus `UpdatePruningStep()`).
+    - the recipe's training-time transforms (`"prune"`, and any other
+      technique's transform stage), applied in order, with their callbacks
+      (`[StepCallback()]` for pruning). With `"distill"` too, the model
+      returned is a `tfcompress.distillation.Distiller` around the wrapped
+      student (its `.student`). The pruning schedule needs `prune.end_step`.
+    - else a final stage (`"quantize"`): `quantize_model` (keeping pruning
+      wrappers and their zeros when `model` still has them and
+      `preserve_sparsity` is true, with a step callback).
     - else `"distill"`: a `Distiller(teacher, model)`.
     - else `model` itself and no callbacks.
 
@@ -142,17 +95,18 @@ def prepare(model, recipe, *, safe_mode=True):
               callbacks=callbacks, verbose=0)
     ```
     """
-    r = validate(recipe)
-    if "prune" in r:
-        pruned, callbacks = prune_stage(model, r)
-        if "distill" in r:
-            return make_distiller(load_teacher(r["distill"], safe_mode), pruned, r), callbacks
-        return pruned, callbacks
-    if "quantize" in r:
-        return quantize_stage(model, r)
-    if "distill" in r:
-        return make_distiller(load_teacher(r["distill"], safe_mode), model, r), []
-    return model, []
+    r = with_teacher(validate(recipe), safe_mode)
+    stages = present(r, "transform") or present(r, "final")[:1]
+    callbacks = []
+    for st in stages:
+        model, more = st.prepare(model, r)
+        callbacks += more
+    if stages and stages[0].role == "final":
+        return model, callbacks
+    for st in present(r, "teacher"):
+        model, more = st.prepare(model, r)
+        callbacks += more
+    return model, callbacks
 
 
 def compile_kwargs(recipe, learning_rate=None):

@@ -1,0 +1,82 @@
+"""Distillation as a recipe stage: the `"distill"` section, and `prepare` (a Distiller)."""
+
+import os
+
+import keras
+
+from tfcompress.core import techniques
+from tfcompress.core.techniques import REQUIRED
+from tfcompress.distillation import binary, logits, ranking
+from tfcompress.distillation.distiller import Distiller
+
+#: distill.loss -> (loss class, takes a temperature, takes from_logits)
+LOSSES = {"logits": (logits.LogitsDistillation, True, True),
+          "binary": (binary.BinaryDistillation, True, True),
+          "listwise": (ranking.ListwiseDistillation, True, False),
+          "pairwise": (ranking.PairwiseDistillation, False, False)}
+
+DEFAULTS = {"teacher": REQUIRED, "loss": "logits", "temperature": None,
+            "student_loss_weight": 0.5, "epochs": 1}
+
+
+def _fail(key, value, allowed):
+    raise ValueError(f"'distill.{key}' must be {allowed}, got {value!r}.")
+
+
+def check(s):
+    """Raises `ValueError` naming the bad `distill.<key>`."""
+    teacher = s["teacher"]
+    if not isinstance(teacher, (str, os.PathLike, keras.Model)):
+        _fail("teacher", teacher, "a .keras file path or a keras.Model")
+    if s["loss"] not in LOSSES:
+        _fail("loss", s["loss"], f"one of {list(LOSSES)}")
+    temperature = s["temperature"]
+    if temperature is not None and (not isinstance(temperature, (int, float))
+                                    or isinstance(temperature, bool) or not temperature > 0):
+        _fail("temperature", temperature, "a number > 0, or null for the loss's own default")
+    if s["loss"] == "pairwise" and temperature is not None:
+        _fail("temperature", temperature,
+              "null with loss 'pairwise' (a RankNet loss has no temperature)")
+    value = s["student_loss_weight"]
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not 0 <= value <= 1):
+        _fail("student_loss_weight", value, "a number in [0, 1]")
+    epochs = s["epochs"]
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        _fail("epochs", epochs, "an int >= 1")
+
+
+def prepare(model, recipe, steps_in_stage=None):
+    """`(Distiller(teacher, model), [])` for the recipe's `"distill"` section.
+
+    The section's `teacher` must be a loaded `keras.Model` here (the recipe
+    runner loads a file path first).
+
+    Example:
+
+    ```python
+    import keras
+    from tfcompress import recipe
+    from tfcompress.distillation import stage
+    def mlp(width):
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(width),
+                                 keras.layers.Dense(3)])
+    distiller, _ = stage.prepare(mlp(4), recipe.validate({"distill": {"teacher": mlp(16)}}))
+    ```
+    """
+    d = recipe["distill"]
+    if not isinstance(d["teacher"], keras.Model):
+        raise ValueError("'distill.teacher' must be loaded before prepare: got "
+                         f"{d['teacher']!r}; recipe.run and recipe.prepare load .keras files.")
+    cls, takes_temperature, takes_from_logits = LOSSES[d["loss"]]
+    kwargs = {}
+    if takes_temperature and d["temperature"] is not None:
+        kwargs["temperature"] = d["temperature"]
+    if takes_from_logits:
+        kwargs["from_logits"] = recipe["train"]["from_logits"]
+    distiller = Distiller(d["teacher"], model, cls(**kwargs),
+                          student_loss_weight=d["student_loss_weight"])
+    return distiller, []
+
+
+STAGE = techniques.Stage("distill", DEFAULTS, check, prepare, role="teacher", order=40)
