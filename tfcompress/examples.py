@@ -160,13 +160,14 @@ def dlrm(n=64, seed=0):
 
     dense = keras.Input((4,), name="dense")
     ids = [keras.Input((), dtype="int32", name=f"cat{i}") for i in range(3)]
-    bottom = keras.layers.Dense(8, activation="relu")(keras.layers.Dense(16)(dense))
+    bottom = keras.layers.Dense(16, name="bottom_0")(dense)
+    bottom = keras.layers.Dense(8, activation="relu", name="bottom_1")(bottom)
     tables = [keras.layers.Embedding(50, 8, name=f"table{i}")(t) for i, t in enumerate(ids)]
-    interactions = keras_rs.layers.DotInteraction()([bottom] + tables)
-    top = keras.layers.Dense(16, activation="relu")(
-        keras.layers.Concatenate()([bottom, interactions]))
-    model = keras.Model([dense] + ids, keras.layers.Dense(1, activation="sigmoid")(top),
-                        name="dlrm")
+    interactions = keras_rs.layers.DotInteraction(name="interaction")([bottom] + tables)
+    top = keras.layers.Dense(16, activation="relu", name="top")(
+        keras.layers.Concatenate(name="concat")([bottom, interactions]))
+    model = keras.Model([dense] + ids, keras.layers.Dense(1, activation="sigmoid",
+                                                          name="click")(top), name="dlrm")
     rng = np.random.default_rng(seed)
     x = {"dense": rng.normal(size=(n, 4)).astype("float32"),
          **{f"cat{i}": rng.integers(0, 50, n).astype("int32") for i in range(3)}}

@@ -1,6 +1,6 @@
 """`to_saved_model`: a compressed Keras 3 model as a SavedModel for TF Serving."""
 
-from tfcompress.export import _atomic, finite, signature
+from tfcompress.export import atomic, finite, signature
 
 
 def to_saved_model(model, path, overwrite=False):
@@ -33,9 +33,9 @@ def to_saved_model(model, path, overwrite=False):
     # {"click": <tf.Tensor shape=(1, 1)>}
     ```
     """
-    path = _atomic.check_target(path, overwrite, kind="directory")
+    path = atomic.check_target(path, overwrite, kind="directory")
     model = signature.prepare(model)
     finite.check_model(model, "export")
-    with _atomic.directory(path, overwrite) as tmp:
+    with atomic.directory(path, overwrite) as tmp:
         signature.write(model, tmp)
     return path

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tfcompress.export import _atomic, census, data, finite, signature
+from tfcompress.export import atomic, census, data, finite, signature
 
 MODES = ("float", "dynamic", "float16", "int8", "int16x8")
 IO_TYPES = ("float", "int8", "uint8")
@@ -99,7 +99,7 @@ def to_tflite(model, path=None, mode="float", representative_data=None, io_type=
             f"only an integer model has; use it with mode='int8' (got mode={mode!r})."
         )
     if path is not None:
-        path = _atomic.check_target(path, overwrite)
+        path = atomic.check_target(path, overwrite)
 
     model = signature.prepare(model)
     finite.check_model(model, "export")
@@ -141,7 +141,7 @@ def to_tflite(model, path=None, mode="float", representative_data=None, io_type=
     if qat and mode == "int8":
         _warn_float_islands(flatbuffer)
     if path is not None:
-        _atomic.write_bytes(path, flatbuffer, overwrite)
+        atomic.write_bytes(path, flatbuffer, overwrite)
     return flatbuffer
 
 

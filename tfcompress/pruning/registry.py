@@ -123,21 +123,10 @@ def split(layer):
     ```python
     import keras
     from tfcompress.pruning import registry
-
-    class Block(keras.layers.Layer):
-        def __init__(self):
-            super().__init__()
-            self.inner, self.outer = keras.layers.Dense(8), keras.layers.Dense(4)
-
-        def build(self, shape):
-            self.scale = self.add_weight(shape=(4,), name="scale")
-
-        def call(self, x):
-            return self.outer(self.inner(x)) * self.scale
-
-    block = Block()
-    block(keras.ops.ones((1, 3)))
-    pruned, left = registry.split(block)   # the two kernels; [scale]
+    block = keras.Sequential([keras.Input((3,)), keras.layers.Dense(8),
+                              keras.layers.LayerNormalization(), keras.layers.Dense(4)])
+    pruned, left = registry.split(block)   # the two kernels; nothing left dense
+    assert [w.name for w in pruned] == ["kernel", "kernel"] and left == []
     ```
     """
     return rules.split(layer, _rule, PASSTHROUGH)

@@ -397,8 +397,9 @@ class _Transform:
         self.left_float += [f"{w.path} ({type(base).__name__})" for w in left]
         nodes = getattr(op, "_inbound_nodes", [])
         single = bool(nodes) and len(keras.tree.flatten(nodes[0].outputs)) == 1
+        index = {id(w): i for i, w in enumerate(base.weights)}
         config = C.Default8BitQuantizeConfig(
-            weights={rules.relative_path(w, base): kind for w, kind in pairs},
+            weights={f"#{index[id(w)]}": kind for w, kind in pairs},
             quantize_output=single and self._quantize_output(op))
         return self._wrap(copy, config)
 

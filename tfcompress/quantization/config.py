@@ -111,8 +111,9 @@ class Default8BitQuantizeConfig(QuantizeConfig):
 
     Args:
         weights: `{weight name: "per_tensor" | "per_channel" | "depthwise"}`;
-            inside a composite layer, the weight's path in it
-            (`"dense_1/kernel"`).
+            for a composite layer, `"#<i>"` names the i-th of `layer.weights`
+            (its sublayers' names change when it is copied or loaded; its
+            weights' order does not).
         quantize_output: fake-quantize the layer's output.
 
     Example:
@@ -135,8 +136,8 @@ class Default8BitQuantizeConfig(QuantizeConfig):
 
     def get_weights_and_quantizers(self, layer):
         pairs = []
-        for variable in layer.weights:
-            kind = self.weights.get(rules.relative_path(variable, layer))
+        for index, variable in enumerate(layer.weights):
+            kind = self.weights.get(f"#{index}", self.weights.get(variable.name))
             if kind == "depthwise":
                 pairs.append((variable, Q.DepthwiseWeightsQuantizer(8, True, True, True)))
             elif kind is not None:

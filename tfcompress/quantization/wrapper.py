@@ -2,7 +2,7 @@
 
 import keras
 
-from tfcompress.core import WeightWrapper, rules
+from tfcompress.core import WeightWrapper
 from tfcompress.core.wrapper import InsertedLayer, expose_input_shape
 from tfcompress.quantization.config import QuantizeConfig, activation_quantizer
 from tfcompress.quantization.quantizers import Quantizer
@@ -74,7 +74,7 @@ class QuantizeWrapper(WeightWrapper):
     def build_state(self, targets):
         layer = self.computing_layer()
         base = layer.name
-        names = [rules.relative_path(v, layer).replace("/", "_") for v in targets]
+        names = _range_names(layer, targets)
         self._weight_vars = [
             q.build(v.shape, name, self) for v, q, name in zip(targets, self._weight_quantizers,
                                                                names)
@@ -147,6 +147,16 @@ class QuantizeWrapper(WeightWrapper):
         config["quantize_config"] = keras.saving.serialize_keras_object(self.quantize_config)
         config["preserve_sparsity"] = self.preserve_sparsity
         return config
+
+
+def _range_names(layer, targets):
+    """Names for the targets' ranges that stay the same when `layer` is copied or loaded:
+    the weight's name, and in a composite layer its place among the layer's weights too
+    (sublayer names change with each copy)."""
+    if not layer._flatten_layers(include_self=False, recursive=False):
+        return [v.name for v in targets]
+    index = {id(w): i for i, w in enumerate(layer.weights)}
+    return [f"w{index[id(v)]}_{v.name}" for v in targets]
 
 
 @keras.saving.register_keras_serializable("tfcompress")

@@ -163,3 +163,33 @@ def test_quantization_aware_on_every_kernel_inside_naming_what_stays_float(case)
     qat.fit(x, y, batch_size=16, epochs=1, verbose=0)
     out = _predict(qat, x)
     assert np.all(np.isfinite(out))
+
+
+@pytest.mark.slow
+def test_quantization_aware_composites_save_load_and_strip_with_pruning_kept(case, tmp_path):
+    name, model, x, y = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruned = tfc.pruning.prune_low_magnitude(model, pruning_schedule=SCHEDULE)
+        pruned.compile(keras.optimizers.Adam(1e-4), _loss(model))
+        pruned.fit(x, y, batch_size=16, epochs=1, verbose=0,
+                   callbacks=[tfc.pruning.UpdatePruningStep()])
+        qat = tfc.quantization.quantize_model(
+            pruned, scheme=tfc.quantization.Default8BitPrunePreserveQuantizeScheme())
+    qat.compile(keras.optimizers.Adam(1e-4), _loss(model))
+    qat.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[tfc.core.steps.StepCallback()])
+    # the chain: every pruning wrapper sits inside a quantization wrapper
+    chains = [w.chain() for w in tfc.core.find(qat, tfc.quantization.QuantizeWrapper)]
+    assert any(isinstance(c[-1], tfc.pruning.PruneLowMagnitude) for c in chains)
+    expected = _predict(qat, x)
+    qat.save(tmp_path / "qat.keras")
+    loaded = keras.saving.load_model(tmp_path / "qat.keras")
+    np.testing.assert_allclose(_predict(loaded, x), expected, atol=1e-5)
+    # strip bakes the masks and keeps the ranges: same outputs, pruning wrappers gone
+    plain = tfc.strip(qat)
+    assert not tfc.core.find(plain, tfc.pruning.PruneLowMagnitude)
+    assert tfc.core.find(plain, tfc.quantization.QuantizeWrapper)
+    np.testing.assert_allclose(_predict(plain, x), expected, atol=1e-5)
+    kernels = [np.asarray(w) for layer in plain._flatten_layers(recursive=True)
+               if isinstance(layer, RULES) for w in layer.weights if w.name == "kernel"]
+    assert kernels and all(abs(np.mean(k == 0) - SPARSITY) < 0.05 for k in kernels if k.size > 8)
