@@ -201,10 +201,11 @@ def compare(models, data, metric=None, *, output=None, safe_mode=True,
 
     Returns:
         A DataFrame indexed by row name (index name `"model"`) with the
-        columns `COLUMNS` and the metric. Integer columns are `int64`,
-        `TFLite bytes` is nullable `Int64` (`<NA>` on other rows). Render it
-        with `to_markdown(frame)` (or `frame.to_markdown()` with `tabulate`
-        installed).
+        columns `COLUMNS`, the columns registered techniques add for their
+        Keras rows (`tfcompress.core.techniques`), and the metric. Integer
+        columns are `int64`, `TFLite bytes` is nullable `Int64` (`<NA>` on
+        other rows). Render it with `to_markdown(frame)` (pandas'
+        `DataFrame.to_markdown` with thousands separators and fixed decimals).
 
     Example:
 
