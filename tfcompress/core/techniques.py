@@ -39,6 +39,8 @@ class Stage:
             model, e.g. a Distiller) or `"final"` (its own later fit; its
             model is the int8 export).
         order: stages of one role run in increasing order.
+        log_name: the TensorBoard folder of a `"final"` stage's fit
+            (`<out_dir>/logs/<log_name>`); default: `key`.
 
     Example:
 
@@ -55,6 +57,7 @@ class Stage:
     prepare: typing.Callable
     role: str = "transform"
     order: int = 0
+    log_name: str = None
 
 
 #: Marks a stage setting that has no default.

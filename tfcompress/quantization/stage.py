@@ -51,4 +51,5 @@ def prepare(model, recipe, steps_in_stage=None):
     return qat, [steps.StepCallback()] if steps.step_driven(qat) else []
 
 
-STAGE = techniques.Stage("quantize", DEFAULTS, check, prepare, role="final", order=30)
+STAGE = techniques.Stage("quantize", DEFAULTS, check, prepare, role="final", order=30,
+                         log_name="qat")

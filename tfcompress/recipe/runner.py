@@ -110,8 +110,8 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
         current, _ = pipeline.fit_stage(
             current, [_bound(st, r, steps_per_epoch * section["epochs"])], x, y,
             compile_kwargs=compile_kwargs(r, section.get("learning_rate")),
-            epochs=section["epochs"], log_dir=os.path.join(out_dir, "logs", _LOG_NAMES.get(
-                st.key, st.key)), **fit)
+            epochs=section["epochs"],
+            log_dir=os.path.join(out_dir, "logs", st.log_name or st.key), **fit)
     final = strip(current) if finals else float_model
 
     artifacts = {}
@@ -159,10 +159,6 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
 
 def _bound(stage, r, steps_in_stage):
     return lambda model: stage.prepare(model, r, steps_in_stage)
-
-
-# log folders of the final stages (kept from before the stages were registered)
-_LOG_NAMES = {"quantize": "qat"}
 
 
 def _replace(path):
