@@ -1,6 +1,6 @@
 """Machinery shared by every technique: wrapper, chain, steps, traversal, strip, registry."""
 
-from tfcompress.core import rules, steps, techniques
+from tfcompress.core import rules, settings, steps, techniques
 from tfcompress.core.clone import copy_layer
 from tfcompress.core.graph import Graph, find, is_graph_model, map_layers, rewrite
 from tfcompress.core.strip import strip
@@ -10,4 +10,4 @@ from tfcompress.core.wrapper import WeightWrapper
 
 __all__ = ["CompressionSummaries", "Graph", "Section", "Stage", "Summaries", "Technique",
            "WeightWrapper", "copy_layer", "find", "is_graph_model", "map_layers", "register",
-           "rewrite", "rules", "steps", "strip", "techniques"]
+           "rewrite", "rules", "settings", "steps", "strip", "techniques"]

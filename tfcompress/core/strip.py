@@ -76,10 +76,11 @@ def added_variables(model):
 
 def stripped_values(model):
     """`{id(variable): value}`: what `strip` writes into the weights that wrappers transform."""
+    wrappers = find(model, WeightWrapper)
+    inner = {id(w) for outer in wrappers for w in outer.chain()[1:]}
     values = {}
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        if isinstance(layer, WeightWrapper):  # a chain's inner wrappers give the same values
-            for key, (_, value) in layer.substitutions(
-                    False, keep=lambda w: not w.kept_by_strip).items():
-                values.setdefault(key, value)
+    for wrapper in wrappers:
+        if id(wrapper) not in inner:  # each chain once, from its outermost wrapper
+            values.update((key, value) for key, (_, value) in wrapper.substitutions(
+                False, keep=lambda w: not w.kept_by_strip).items())
     return values

@@ -4,7 +4,7 @@ import os
 
 import keras
 
-from tfcompress.core import techniques
+from tfcompress.core import settings, techniques
 from tfcompress.core.techniques import REQUIRED
 from tfcompress.distillation import binary, logits, ranking
 from tfcompress.distillation.distiller import Distiller
@@ -20,7 +20,7 @@ DEFAULTS = {"teacher": REQUIRED, "loss": "logits", "temperature": None,
 
 
 def _fail(key, value, allowed):
-    raise ValueError(f"'distill.{key}' must be {allowed}, got {value!r}.")
+    settings.fail("distill", key, value, allowed)
 
 
 def check(s):
@@ -31,9 +31,8 @@ def check(s):
     if s["loss"] not in LOSSES:
         _fail("loss", s["loss"], f"one of {list(LOSSES)}")
     temperature = s["temperature"]
-    if temperature is not None and (not isinstance(temperature, (int, float))
-                                    or isinstance(temperature, bool) or not temperature > 0):
-        _fail("temperature", temperature, "a number > 0, or null for the loss's own default")
+    settings.check_number("distill", "temperature", temperature, low=0, optional=True,
+                          text="a number > 0, or null for the loss's own default")
     if s["loss"] == "pairwise" and temperature is not None:
         _fail("temperature", temperature,
               "null with loss 'pairwise' (a RankNet loss has no temperature)")
@@ -41,9 +40,7 @@ def check(s):
     if (not isinstance(value, (int, float)) or isinstance(value, bool)
             or not 0 <= value <= 1):
         _fail("student_loss_weight", value, "a number in [0, 1]")
-    epochs = s["epochs"]
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        _fail("epochs", epochs, "an int >= 1")
+    settings.check_int("distill", "epochs", s["epochs"], minimum=1)
 
 
 def prepare(model, recipe, steps_in_stage=None):

@@ -1,6 +1,6 @@
 """Pruning as a recipe stage: the `"prune"` section, its checks, and `prepare`."""
 
-from tfcompress.core import techniques
+from tfcompress.core import settings, techniques
 from tfcompress.core.techniques import REQUIRED
 from tfcompress.pruning import schedule as schedules
 from tfcompress.pruning.api import prune_low_magnitude
@@ -12,14 +12,11 @@ DEFAULTS = {"final_sparsity": REQUIRED, "initial_sparsity": 0.0, "begin_step": 0
 
 
 def _fail(key, value, allowed):
-    raise ValueError(f"'prune.{key}' must be {allowed}, got {value!r}.")
+    settings.fail("prune", key, value, allowed)
 
 
 def _int(key, value, minimum=0, optional=False):
-    if optional and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        _fail(key, value, f"an int >= {minimum}" + (" or null" if optional else ""))
+    settings.check_int("prune", key, value, minimum, optional)
 
 
 def check(s):
@@ -32,9 +29,7 @@ def check(s):
     _int("begin_step", s["begin_step"])
     _int("end_step", s["end_step"], minimum=s["begin_step"] + 1, optional=True)
     _int("frequency", s["frequency"], minimum=1, optional=True)
-    power = s["power"]
-    if not isinstance(power, (int, float)) or isinstance(power, bool) or not power > 0:
-        _fail("power", power, "a number > 0")
+    settings.check_number("prune", "power", s["power"], low=0, text="a number > 0")
     _int("epochs", s["epochs"], minimum=1)
     block = s["block_size"]
     if (not isinstance(block, (list, tuple)) or len(block) != 2

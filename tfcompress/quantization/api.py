@@ -340,9 +340,9 @@ class _Transform:
         return not (consumers and all(self._absorbs_output_of(c, op) for c in consumers))
 
     # -- rebuilding ----------------------------------------------------------
-    def run(self):
+    def run(self, name=None):
         return rewrite(self.model, self._make, input_fn=self._quantize_input,
-                       name=f"{self.model.name}_qat")
+                       name=name or f"{self.model.name}_qat")
 
     def _quantize_input(self, old, new):
         if "int" in str(new.dtype) or "bool" in str(new.dtype):
@@ -362,11 +362,11 @@ class _Transform:
         layer, explicit, _ = self._unwrap(op)
         if kind == "model":
             nested = _Transform(layer, self.annotate_all, self.preserve_sparsity, self.prefix)
-            new = nested.run()
+            new = nested.run(name=layer.name)
             self.float_layers += nested.float_layers
             self.composite_layers += nested.composite_layers
             self.left_float += nested.left_float
-            return keras.Model(new.inputs, new.outputs, name=layer.name)
+            return new
         if kind == "float":
             return copy_layer(layer)
         if kind == "unsupported":

@@ -1,6 +1,6 @@
 """Quantization-aware training as a recipe stage: the `"quantize"` section and `prepare`."""
 
-from tfcompress.core import steps, strip, techniques
+from tfcompress.core import settings, steps, strip, techniques
 from tfcompress.core.strip import needs_strip
 from tfcompress.quantization.api import (
     Default8BitPrunePreserveQuantizeScheme, quantize_model,
@@ -12,17 +12,11 @@ DEFAULTS = {"preserve_sparsity": True, "epochs": 1, "learning_rate": None,
 
 def check(s):
     """Raises `ValueError` naming the bad `quantize.<key>`."""
-    for key in ("preserve_sparsity", "full_integer"):
-        if not isinstance(s[key], bool):
-            raise ValueError(f"'quantize.{key}' must be true or false, got {s[key]!r}.")
-    epochs = s["epochs"]
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"'quantize.epochs' must be an int >= 1, got {epochs!r}.")
-    rate = s["learning_rate"]
-    if rate is not None and (not isinstance(rate, (int, float)) or isinstance(rate, bool)
-                             or not rate > 0):
-        raise ValueError("'quantize.learning_rate' must be a number > 0 or null (use "
-                         f"train.learning_rate), got {rate!r}.")
+    settings.check_bool("quantize", "preserve_sparsity", s["preserve_sparsity"])
+    settings.check_bool("quantize", "full_integer", s["full_integer"])
+    settings.check_int("quantize", "epochs", s["epochs"], minimum=1)
+    settings.check_number("quantize", "learning_rate", s["learning_rate"], low=0, optional=True,
+                          text="a number > 0 or null (use train.learning_rate)")
 
 
 def prepare(model, recipe, steps_in_stage=None):

@@ -6,6 +6,8 @@ import json
 import os
 
 from tfcompress.core import techniques
+from tfcompress.core.settings import check_bool as _bool, check_int as _int
+from tfcompress.core.settings import check_number as _number, fail as _fail
 
 TFLITE_MODES = ("float", "dynamic", "float16", "int8", "int16x8")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam", "adagrad")
@@ -155,34 +157,6 @@ def validate(recipe):
     result.setdefault("train", copy.deepcopy(SCHEMA["train"]))
     result.setdefault("report", copy.deepcopy(SCHEMA["report"]))
     return result
-
-
-def _fail(section, key, value, allowed):
-    raise ValueError(f"'{section}.{key}' must be {allowed}, got {value!r}.")
-
-
-def _int(section, key, value, minimum=0, optional=False):
-    if optional and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        _fail(section, key, value, f"an int >= {minimum}" + (" or null" if optional else ""))
-
-
-def _number(section, key, value, low=None, high=None, optional=False, text=None):
-    if optional and value is None:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok and low is not None and not value > low:
-        ok = False
-    if ok and high is not None and not value <= high:
-        ok = False
-    if not ok:
-        _fail(section, key, value, text or "a number")
-
-
-def _bool(section, key, value):
-    if not isinstance(value, bool):
-        _fail(section, key, value, "true or false")
 
 
 def _check_export(s):
