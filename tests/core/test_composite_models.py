@@ -3,8 +3,9 @@
 Each is pruned on every supported kernel inside its composite layers, however
 deep, trained a few steps to the target sparsity, stripped and converted to
 TFLite (float, within 1e-5 of Keras); the pruned model saves, loads and
-resumes; and quantization-aware training takes it without a crash, naming
-every layer it leaves float.
+resumes; and quantization-aware training takes it, names every layer it
+leaves float, and its int8 TFLite model names every op that still runs in
+float (keras-hub's BERT: none).
 """
 
 import warnings
@@ -150,19 +151,26 @@ def test_quantization_aware_on_every_kernel_inside_naming_what_stays_float(case)
                for w in layer.weights if w.name in ("kernel", "embeddings")]
     assert kernels and all(id(k) in targeted for k in kernels), name
     # nothing silently stays float: every layer with weights outside a quantization
-    # wrapper, and every composite one whose activations stay float inside, is named
+    # wrapper is named when quantizing, every float op in the int8 model when exporting
     inside = {id(sub) for w in wrappers for sub in w._flatten_layers(recursive=True)}
     left = [layer.name for layer in qat._flatten_layers(include_self=False, recursive=True)
             if id(layer) not in inside and layer.weights and not isinstance(layer, keras.Model)
             and not isinstance(layer, tfc.quantization.QuantizeLayer)]
-    composite = [w.layer.name for w in wrappers if w.layer._flatten_layers(
-        include_self=False, recursive=False)]
-    for layer_name in left + composite:
+    for layer_name in left:
         assert layer_name in float_warnings, (layer_name, float_warnings)
     qat.compile(keras.optimizers.Adam(1e-4), _loss(model))
     qat.fit(x, y, batch_size=16, epochs=1, verbose=0)
     out = _predict(qat, x)
     assert np.all(np.isfinite(out))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        flat = tfc.export.to_tflite(qat, mode="int8")
+    islands = " ".join(str(w.message) for w in caught if "still run in float" in str(w.message))
+    floats = {op.name for op in tfc.export.census.ops(flat)
+              if op.name in tfc.export.census.COMPUTE_OPS and op.kind in ("float", "hybrid")}
+    assert all(f"'{op}'" in islands for op in floats), (floats, islands)
+    if name == "bert_classifier":  # every op between input and output runs int8
+        assert not floats, floats
 
 
 @pytest.mark.slow

@@ -204,7 +204,9 @@ class WeightWrapper(keras.layers.Wrapper):
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
             outputs = layer(inputs, *args, **kwargs)
         replaced = {id(v) for v, _ in mapping}
-        for variable in layer.variables:
+        # The layer's own state (BatchNorm statistics) and this wrapper's
+        # (ranges a technique updates while the layer runs) leave the scope.
+        for variable in self.variables:
             if id(variable) in replaced:
                 continue
             value = scope.get_current_value(variable)

@@ -232,12 +232,6 @@ def _warn_float(transform, full_integer):
             f"{', '.join(C.SUPPORTED_NAMES)}. To quantize one, wrap it with "
             "quantize_annotate_layer(layer, quantize_config=YourQuantizeConfig()) and call "
             "quantize_apply.")
-    if transform.composite_layers:
-        names = ", ".join(sorted(set(transform.composite_layers)))
-        message += (
-            (" " if message else "")
-            + f"These composite layers get fake-quantized weights on every supported "
-            f"sublayer, but the activations inside them stay float: {names}.")
     if transform.left_float:
         shown = sorted(set(transform.left_float))
         message += (" " if message else "") + (
@@ -251,14 +245,30 @@ def _warn_float(transform, full_integer):
     warnings.warn(message, stacklevel=3)
 
 
+def _arity(op):
+    nodes = getattr(op, "_inbound_nodes", [])
+    return len(keras.tree.flatten(nodes[0].input_tensors)) if nodes else 0
+
+
+def _product_then_bias(layer, op):
+    """EinsumDense, and Dense on a sequence: TFLite adds the bias after a RESHAPE, so the
+    product needs a range of its own (`inner`)."""
+    if getattr(layer, "bias", None) is None:
+        return False
+    if isinstance(layer, keras.layers.EinsumDense):
+        return True
+    nodes = getattr(op, "_inbound_nodes", [])
+    return (isinstance(layer, keras.layers.Dense) and bool(nodes)
+            and len(keras.tree.flatten(nodes[0].input_tensors)[0].shape) > 2)
+
+
 def _composite_weights(layer):
     """`([(weight, granularity)], weights no rule covers)` inside a composite layer."""
-    return rules.split(layer, _weight_rule, (keras.layers.BatchNormalization,
-                                             keras.layers.LayerNormalization))
+    return rules.split(layer, _weight_rule, (keras.layers.BatchNormalization,))
 
 
 def _weight_rule(layer):
-    spec = C.weight_spec(layer)
+    spec = C.weight_spec(layer) or C.inner_weight_spec(layer)
     if spec is None:
         return None
     return [(w, spec[w.name]) for w in layer.weights if w.name in spec]
@@ -298,6 +308,8 @@ class _Transform:
         if explicit is not None:
             return "custom"
         base = self._base(layer)
+        if isinstance(base, C.INNER) or _product_then_bias(base, op):
+            return "composite"
         found = C.kind(base)
         if found is not None:
             return found
@@ -380,6 +392,8 @@ class _Transform:
             return self._composite(op, layer)
         if isinstance(layer, keras.layers.SeparableConv2D):
             return self._separable(layer, self._quantize_output(op))
+        if isinstance(layer, (keras.layers.Add, keras.layers.Multiply)) and _arity(op) > 2:
+            return self._pairwise(layer, _arity(op), self._quantize_output(op))
         split = kind == "weighted" and C.needs_activation_split(self._base(layer))
         config = C.Default8BitQuantizeConfig(
             weights=C.weight_spec(self._base(layer)) if kind == "weighted" else None,
@@ -389,23 +403,37 @@ class _Transform:
 
     def _composite(self, op, layer):
         """A composite layer: every supported sublayer's weights fake-quantized as at top
-        level, and its output when it is one tensor; the activations inside stay float."""
+        level, and ranges on the tensors inside it (`inner`)."""
         copy = copy_layer(layer)
         base = self._base(copy)  # the copy's sublayers may be named differently
         pairs, left = _composite_weights(base)
         self.composite_layers.append(f"{layer.name} ({type(base).__name__})")
         self.left_float += [f"{w.path} ({type(base).__name__})" for w in left]
-        nodes = getattr(op, "_inbound_nodes", [])
-        single = bool(nodes) and len(keras.tree.flatten(nodes[0].outputs)) == 1
         index = {id(w): i for i, w in enumerate(base.weights)}
         config = C.Default8BitQuantizeConfig(
             weights={f"#{index[id(w)]}": kind for w, kind in pairs},
-            quantize_output=single and self._quantize_output(op))
+            quantize_output=False, inner_ranges=True)
         return self._wrap(copy, config)
 
     def _wrap(self, layer, config):
         return QuantizeWrapper(layer, config, preserve_sparsity=self.preserve_sparsity,
                                name=f"{self.prefix}{layer.name}")
+
+    def _pairwise(self, layer, arity, quantize_output):
+        """TFLite adds (multiplies) three or more tensors two at a time; each partial
+        result needs a range, so the layer becomes a chain of two-input ones."""
+        steps = [self._wrap(type(layer)(name=f"{layer.name}_{i}" if i else layer.name),
+                            C.Default8BitQuantizeConfig(
+                                quantize_output=quantize_output or i < arity - 2))
+                 for i in range(arity - 1)]
+
+        def run(inputs, **kwargs):
+            x = inputs[0]
+            for step, other in zip(steps, inputs[1:]):
+                x = step([x, other], **kwargs)
+            return x
+
+        return run
 
     def _separable(self, layer, quantize_output):
         """TFLite runs SeparableConv2D as DEPTHWISE_CONV_2D then a 1x1 CONV_2D; the

@@ -11,6 +11,8 @@ int8 kernels):
   it), and a layer feeding ReLU/ReLU6 (the activation is fused).
 """
 
+import sys
+
 import keras
 
 from tfcompress.core import rules
@@ -115,6 +117,10 @@ class Default8BitQuantizeConfig(QuantizeConfig):
             (its sublayers' names change when it is copied or loaded; its
             weights' order does not).
         quantize_output: fake-quantize the layer's output.
+        quantize_activation: fake-quantize before and after the layer's
+            activation (for activations TFLite runs as their own op).
+        inner_ranges: a composite layer: ranges on the tensors inside it
+            too (see `tfcompress.quantization.inner`).
 
     Example:
 
@@ -125,9 +131,11 @@ class Default8BitQuantizeConfig(QuantizeConfig):
     ```
     """
 
-    def __init__(self, weights=None, quantize_output=True, quantize_activation=False):
+    def __init__(self, weights=None, quantize_output=True, quantize_activation=False,
+                 inner_ranges=False):
         self.weights = dict(weights or {})
         self.quantize_activation = bool(quantize_activation)
+        self.inner_ranges = bool(inner_ranges)
         bad = set(self.weights.values()) - {"per_tensor", "per_channel", "depthwise"}
         if bad:
             raise ValueError(f"Unknown weight granularity {bad}; use per_tensor, "
@@ -158,7 +166,8 @@ class Default8BitQuantizeConfig(QuantizeConfig):
 
     def get_config(self):
         return {"weights": self.weights, "quantize_output": self.quantize_output,
-                "quantize_activation": self.quantize_activation}
+                "quantize_activation": self.quantize_activation,
+                "inner_ranges": self.inner_ranges}
 
 
 #: Layers with weights → which weights, at which granularity.
@@ -172,6 +181,11 @@ WEIGHTED = {
     L.SeparableConv2D: {"depthwise_kernel": "depthwise", "pointwise_kernel": "per_channel"},
     L.Embedding: {"embeddings": "per_tensor"},
 }
+
+#: Layers quantized inside (see `inner`), and the weights of those that have
+#: no sublayers of their own.
+INNER = (L.MultiHeadAttention, L.LayerNormalization)
+INNER_WEIGHTS = {L.LayerNormalization: {"gamma": "per_tensor", "beta": "per_tensor"}}
 
 #: Weightless layers (and BatchNormalization) whose output gets a fresh range.
 RANGED = (
@@ -215,9 +229,23 @@ SUPPORTED_NAMES = sorted({c.__name__ for c in WEIGHTED} | {c.__name__ for c in R
                          | {c.__name__ for c in SCALE_PRESERVING})
 
 
+def third_party_weighted():
+    """Weighted layers of libraries a model may use, when they are imported:
+    keras-hub's `PositionEmbedding` (its table, read by slicing) is an embedding."""
+    hub = sys.modules.get("keras_hub")
+    if hub is None:
+        return {}
+    return {hub.layers.PositionEmbedding: {"embeddings": "per_tensor"}}
+
+
 def weight_spec(layer):
     """`{weight name: granularity}` for a supported weighted layer, else None."""
-    return rules.lookup(layer, WEIGHTED)
+    return rules.lookup(layer, {**WEIGHTED, **third_party_weighted()})
+
+
+def inner_weight_spec(layer):
+    """`{weight name: granularity}` of a layer quantized inside (LayerNorm's gamma, beta)."""
+    return rules.lookup(layer, INNER_WEIGHTS)
 
 
 def is_fusable_activation(layer):

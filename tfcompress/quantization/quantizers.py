@@ -104,13 +104,16 @@ class _RangeQuantizer(Quantizer):
             tf.cast(inputs, "float32"), low, high, num_bits=self.num_bits,
             narrow_range=self.narrow_range, axis=-1 if self.per_axis else None)
 
-    def __call__(self, inputs, training, weights, **kwargs):
+    def __call__(self, inputs, training, weights, min_span=0.0, **kwargs):
+        """`min_span`: in training, widen the batch range downwards to at least this."""
         if training:
             # Ranges are statistics, not parameters: no gradient flows into
             # them (TFMOT reads them from variables). Without this, TF's
             # min/max gradients added ~4x the ops to every train step.
             batch = tf.stop_gradient(tf.cast(inputs, "float32"))
             low, high = self._batch_range(batch)
+            if min_span:
+                low = tf.minimum(low, high - min_span)
             # One NaN/Inf in a batch (a bad training row) must not become the
             # range: the batch is skipped and counted, the range kept.
             finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(low)),

@@ -5,6 +5,7 @@ import keras
 from tfcompress.core import WeightWrapper
 from tfcompress.core.wrapper import InsertedLayer, expose_input_shape
 from tfcompress.quantization.config import QuantizeConfig, activation_quantizer
+from tfcompress.quantization.inner import InnerRanges
 from tfcompress.quantization.quantizers import Quantizer
 
 
@@ -65,6 +66,7 @@ class QuantizeWrapper(WeightWrapper):
         self._weight_quantizers = []
         self._output_quantizers = []
         self._activation_quantizers = []
+        self._inner = None
 
     def target_weights(self):
         pairs = self.quantize_config.get_weights_and_quantizers(self.computing_layer())
@@ -98,6 +100,8 @@ class QuantizeWrapper(WeightWrapper):
             self._activation_quantizers.append((
                 pre, pre.build((None,), f"{base}_pre_activation_{i}", self) if pre else None,
                 post, post.build((None,), f"{base}_activation_{i}", self)))
+        if getattr(self.quantize_config, "inner_ranges", False):
+            self._inner = InnerRanges(layer, self)
 
     def _zero_pattern(self, weight, name):
         mask = self.add_weight(name=f"{name}_mask", shape=weight.shape, dtype=weight.dtype,
@@ -123,7 +127,12 @@ class QuantizeWrapper(WeightWrapper):
                          zip(self._activations, self._activation_quantizers)]
             self.quantize_config.set_quantize_activations(self.computing_layer(), quantized)
         try:
-            outputs = super().call(inputs, *args, training=training, **kwargs)
+            if self._inner is None:
+                outputs = super().call(inputs, *args, training=training, **kwargs)
+            else:
+                with self._inner.installed(training, (inputs, args, kwargs)) as state:
+                    outputs = super().call(inputs, *args, training=training, **kwargs)
+                outputs = self._inner.finish(state, outputs)
         finally:
             if self._activations:
                 self.quantize_config.set_quantize_activations(self.computing_layer(), self._activations)
