@@ -39,6 +39,90 @@ def digits(seed=0):
     return (x[:a], y[:a]), (x[a:b], y[a:b]), (x[b:], y[b:])
 
 
+def digits_tokens(seed=0):
+    """scikit-learn's digits as token sequences: `(x, y)` for train, validation and test.
+
+    Each 8x8 image is 64 tokens (row by row), its 16ths of intensity as a
+    vocabulary of 17 levels. `x` is `{"token_ids", "padding_mask"}` (int32,
+    shape `(n, 64)`; every token is real, so the mask is all ones). The split
+    is `digits(seed)`'s.
+
+    Example:
+
+    ```python
+    from tfcompress import examples
+    (x, y), _, (x_test, y_test) = examples.digits_tokens()
+    assert x["token_ids"].shape[1] == 64 and x["token_ids"].max() <= 16
+    ```
+    """
+    out = []
+    for images, labels in digits(seed):
+        tokens = np.rint(images.reshape(len(images), 64) * 16).astype("int32")
+        out.append(({"token_ids": tokens, "padding_mask": np.ones_like(tokens)}, labels))
+    return tuple(out)
+
+
+def digits_encoder(num_layers=2, hidden_dim=64, num_heads=2, intermediate_dim=128,
+                   dropout=0.1, name="digits_encoder"):
+    """A BERT-style encoder classifier for `digits_tokens`, from keras-hub's layers.
+
+    Token and position embeddings, LayerNorm, `num_layers` keras-hub
+    `TransformerEncoder`s (post-norm, GELU, named `encoder_<i>`, masked by
+    `padding_mask`), the first token through a tanh `pooled` Dense, and 10
+    logits. One flat functional graph, so distillation can read each
+    encoder's hidden states by name.
+
+    Example:
+
+    ```python
+    from tfcompress import examples
+    model = examples.digits_encoder(num_layers=1, hidden_dim=16, intermediate_dim=32)
+    ```
+    """
+    import keras_hub
+
+    L = keras.layers
+    tokens = keras.Input((None,), dtype="int32", name="token_ids")
+    mask = keras.Input((None,), dtype="int32", name="padding_mask")
+    x = keras_hub.layers.TokenAndPositionEmbedding(
+        vocabulary_size=17, sequence_length=64, embedding_dim=hidden_dim, name="embeddings")(tokens)
+    x = L.LayerNormalization(epsilon=1e-12, name="embeddings_norm")(x)
+    x = L.Dropout(dropout, name="embeddings_dropout")(x)
+    for i in range(num_layers):
+        x = keras_hub.layers.TransformerEncoder(
+            intermediate_dim, num_heads, dropout=dropout, activation="gelu",
+            layer_norm_epsilon=1e-12, name=f"encoder_{i}")(x, padding_mask=mask)
+    pooled = L.Dense(hidden_dim, activation="tanh", name="pooled")(x[:, 0, :])
+    logits = L.Dense(10, name="logits")(L.Dropout(dropout, name="pooled_dropout")(pooled))
+    return keras.Model({"token_ids": tokens, "padding_mask": mask}, logits, name=name)
+
+
+def transformer_block(width=32, heads=2, rows=8, features=8, classes=10):
+    """A plain-Keras transformer block classifier over `rows` tokens of `features` values.
+
+    Dense embedding, `MultiHeadAttention`, residual `Add`, `LayerNormalization`,
+    a GELU feed-forward with its residual and LayerNorm, average pooling and
+    Dense logits. For digits as 8 rows of 8 features: `digits()` reshaped.
+
+    Example:
+
+    ```python
+    from tfcompress import examples
+    model = examples.transformer_block()
+    ```
+    """
+    L = keras.layers
+    inputs = keras.Input((rows, features), name="rows")
+    x = L.Dense(width, name="embed")(inputs)
+    attended = L.MultiHeadAttention(heads, width // heads, name="attention")(x, x)
+    x = L.LayerNormalization(name="norm_1")(L.Add(name="residual_1")([x, attended]))
+    hidden = L.Dense(2 * width, activation="gelu", name="ffn_1")(x)
+    x = L.Add(name="residual_2")([x, L.Dense(width, name="ffn_2")(hidden)])
+    x = L.LayerNormalization(name="norm_2")(x)
+    x = L.GlobalAveragePooling1D(name="pool")(x)
+    return keras.Model(inputs, L.Dense(classes, name="logits")(x), name="transformer_block")
+
+
 def digits_cnn(width=16):
     """A small functional CNN for 8x8x1 digits: Conv-BN-ReLU, DW, 1x1 Conv, pooling, Dense.
 

@@ -166,8 +166,7 @@ def test_quantization_aware_on_every_kernel_inside_naming_what_stays_float(case)
         warnings.simplefilter("always")
         flat = tfc.export.to_tflite(qat, mode="int8")
     islands = " ".join(str(w.message) for w in caught if "still run in float" in str(w.message))
-    floats = {op.name for op in tfc.export.census.ops(flat)
-              if op.name in tfc.export.census.COMPUTE_OPS and op.kind in ("float", "hybrid")}
+    floats = {op.name for op in tfc.export.census.ops(flat) if op.kind in ("float", "hybrid")}
     assert all(f"'{op}'" in islands for op in floats), (floats, islands)
     if name == "bert_classifier":  # every op between input and output runs int8
         assert not floats, floats

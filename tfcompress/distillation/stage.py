@@ -6,7 +6,7 @@ import keras
 
 from tfcompress.core import settings, techniques
 from tfcompress.core.techniques import REQUIRED
-from tfcompress.distillation import binary, logits, ranking
+from tfcompress.distillation import binary, feature, logits, ranking
 from tfcompress.distillation.distiller import Distiller
 
 #: distill.loss -> (loss class, takes a temperature, takes from_logits)
@@ -16,7 +16,10 @@ LOSSES = {"logits": (logits.LogitsDistillation, True, True),
           "pairwise": (ranking.PairwiseDistillation, False, False)}
 
 DEFAULTS = {"teacher": REQUIRED, "loss": "logits", "temperature": None,
-            "student_loss_weight": 0.5, "epochs": 1}
+            "student_loss_weight": 0.5, "epochs": 1, "features": []}
+
+#: keys of one `distill.features` entry (hidden-state losses besides `loss`)
+FEATURE_KEYS = {"teacher": REQUIRED, "student": REQUIRED, "loss": "mse", "weight": 1.0}
 
 
 def _fail(key, value, allowed):
@@ -41,10 +44,39 @@ def check(s):
             or not 0 <= value <= 1):
         _fail("student_loss_weight", value, "a number in [0, 1]")
     settings.check_int("distill", "epochs", s["epochs"], minimum=1)
+    features = s["features"]
+    if not isinstance(features, list):
+        _fail("features", features, "a list of {teacher, student, loss, weight} entries")
+    for i, entry in enumerate(features):
+        _check_feature(i, entry)
+
+
+def _check_feature(i, entry):
+    key = f"features[{i}]"
+    allowed = "{teacher: layer name, student: layer name, loss: 'mse', weight: 1.0}"
+    if not isinstance(entry, dict):
+        _fail(key, entry, allowed)
+    unknown = sorted(set(entry) - set(FEATURE_KEYS))
+    missing = sorted(k for k, v in FEATURE_KEYS.items() if v is REQUIRED and k not in entry)
+    if unknown or missing:
+        _fail(key, entry, allowed + (f"; unknown keys {unknown}" if unknown else "")
+              + (f"; missing {missing}" if missing else ""))
+    for side in ("teacher", "student"):
+        if not isinstance(entry[side], str) or not entry[side]:
+            _fail(f"{key}.{side}", entry[side], "a layer name")
+    if entry.get("loss", "mse") not in ("mse", "cosine_similarity"):
+        _fail(f"{key}.loss", entry["loss"], "'mse' or 'cosine_similarity'")
+    settings.check_number("distill", f"{key}.weight", entry.get("weight", 1.0), low=0,
+                          text="a number > 0")
 
 
 def prepare(model, recipe, steps_in_stage=None):
     """`(Distiller(teacher, model), [])` for the recipe's `"distill"` section.
+
+    The distillation losses are `loss` on the outputs (weight 1) and one
+    `FeatureDistillation` per `features` entry (`{"teacher": layer name,
+    "student": layer name, "loss": "mse", "weight": 1.0}`: hidden states,
+    projected when their widths differ).
 
     The section's `teacher` must be a loaded `keras.Model` here (the recipe
     runner loads a file path first).
@@ -71,7 +103,14 @@ def prepare(model, recipe, steps_in_stage=None):
         kwargs["temperature"] = d["temperature"]
     if takes_from_logits:
         kwargs["from_logits"] = recipe["train"]["from_logits"]
-    distiller = Distiller(d["teacher"], model, cls(**kwargs),
+    losses, weights = [cls(**kwargs)], [1.0]
+    for entry in d["features"]:
+        entry = {**FEATURE_KEYS, **entry}
+        losses.append(feature.FeatureDistillation(
+            entry["loss"], teacher_layer_name=entry["teacher"],
+            student_layer_name=entry["student"]))
+        weights.append(float(entry["weight"]))
+    distiller = Distiller(d["teacher"], model, losses, distillation_loss_weights=weights,
                           student_loss_weight=d["student_loss_weight"])
     return distiller, []
 

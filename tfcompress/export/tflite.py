@@ -329,8 +329,7 @@ def _sparse_readers(flatbuffer, model, op_names):
 
 
 def _warn_float_islands(flatbuffer):
-    floats = sorted({op.name for op in census.ops(flatbuffer)
-                     if op.name in census.COMPUTE_OPS and op.kind in ("float", "hybrid")})
+    floats = sorted({op.name for op in census.ops(flatbuffer) if op.kind in ("float", "hybrid")})
     if floats:
         warnings.warn(
             f"The quantization-aware model converted, but {floats} still run in "
