@@ -44,6 +44,14 @@ def _dense():
      ["distill.temperature", "pairwise"]),
     ({"distill": {"teacher": "t.keras", "student_loss_weight": 2}},
      ["distill.student_loss_weight", "[0, 1]"]),
+    ({"distill": {"teacher": "t.keras", "features": [{"teacher": "encoder_1"}]}},
+     ["distill.features[0]", "missing ['student']"]),
+    ({"distill": {"teacher": "t.keras", "features": [{"teacher": "a", "student": "b",
+                                                      "los": "mse"}]}},
+     ["distill.features[0]", "unknown keys ['los']"]),
+    ({"distill": {"teacher": "t.keras", "features": [{"teacher": "a", "student": "b",
+                                                      "loss": "kl"}]}},
+     ["distill.features[0].loss", "cosine_similarity"]),
 ])
 def test_invalid_recipes_name_the_key_and_the_allowed_values(bad, names):
     with pytest.raises(ValueError) as error:
@@ -219,6 +227,28 @@ def test_prepare_distils_a_click_model_with_binary_distillation(click):
     assert history.history["distillation_loss"][-1] > 0
     with pytest.raises(FileNotFoundError, match="distill.teacher"):
         recipe.prepare(examples.click_model(), {"distill": {"teacher": "missing.keras"}})
+
+
+def test_prepare_adds_a_hidden_state_loss_per_features_entry():
+    from tfcompress import distillation
+
+    def mlp(width, name):
+        return keras.Sequential([keras.Input((8,)), keras.layers.Dense(width, name="hidden"),
+                                 keras.layers.Dense(3)], name=name)
+
+    teacher = mlp(32, "teacher")
+    r = {"distill": {"teacher": teacher, "features": [
+        {"teacher": "hidden", "student": "hidden", "weight": 0.5}]}}
+    distiller, _ = recipe.prepare(mlp(8, "student"), r)
+    logits, hint = distiller.distillation_losses
+    assert isinstance(logits, distillation.LogitsDistillation)
+    assert isinstance(hint, distillation.FeatureDistillation)
+    assert (hint.teacher_layer_name, hint.student_layer_name) == ("hidden", "hidden")
+    assert distiller.distillation_loss_weights == [1.0, 0.5]
+    distiller.compile(**recipe.compile_kwargs(recipe.validate(r)))
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    history = distiller.fit(x, np.arange(64) % 3, batch_size=32, epochs=1, verbose=0)
+    assert history.history["distillation_loss_feature_hidden"][-1] > 0
 
 
 def test_run_on_dict_inputs_spreads_the_schedule_over_every_step(tmp_path, click):
