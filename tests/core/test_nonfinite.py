@@ -69,17 +69,25 @@ def test_qat_ranges_stay_finite_skipped_batches_are_reported(poisoned, tmp_path)
 
 
 def test_terminate_on_nan_still_stops_fit(poisoned):
+    """Skipped range statistics do not hide a NaN loss from Keras' TerminateOnNaN.
+
+    The NaN pixel (batch 1) poisons the ranges' statistics; whether it reaches the loss
+    depends on how TensorFlow's fake-quant kernels treat NaN (TF 2.21's turn NaN weights
+    finite), so the loss is made NaN directly too: one NaN sample weight in batch 3.
+    """
     x, y = poisoned
+    weights = np.ones(len(y), "float32")
+    weights[2 * 32 + 5] = np.nan
     qat = tfc.quantization.quantize_model(examples.digits_cnn())
     qat.compile(keras.optimizers.Adam(1e-3), LOSS)
     seen = []
     record = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: seen.append(float(logs["loss"])))
-    qat.fit(x, y, batch_size=32, epochs=3, verbose=0,
+    qat.fit(x, y, sample_weight=weights, batch_size=32, epochs=3, verbose=0, shuffle=False,
             callbacks=[record, keras.callbacks.TerminateOnNaN()])
     # Keras stops at the first batch whose loss is NaN/Inf, as documented
     assert not np.isfinite(seen[-1]) and np.all(np.isfinite(seen[:-1]))
-    assert int(qat.optimizer.iterations) == len(seen) < 3 * 8
+    assert int(qat.optimizer.iterations) == len(seen) <= 3
     assert all(np.all(np.isfinite(v)) for v in _ranges(qat).values())
 
 
