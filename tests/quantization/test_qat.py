@@ -436,3 +436,16 @@ def test_quantizers_accept_numpy_numbers_and_store_python_ones():
     assert quantizers[0].get_config()["num_bits"] == 4
     with pytest.raises(ValueError, match="num_bits must be an integer"):
         Q.LastValueQuantizer(8.5, False, True, True)
+
+
+def test_ranges_updated_inside_the_layer_call_are_kept():
+    """The pre-activation range of a tanh layer is updated while the layer runs (inside
+    the wrapper's weight-substitution scope): it must learn, not stay at its [-6, 6] start."""
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3, activation="tanh", name="d")])
+    qat = Q.quantize_model(model)
+    qat.compile("adam", "mse")
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32") * 0.1
+    qat.fit(x, np.zeros((64, 3)), batch_size=16, epochs=1, verbose=0)
+    ranges = {v.name: float(np.asarray(v)) for v in qat.get_layer("quant_d").weights
+              if "pre_activation" in v.name and v.name.endswith(("_min", "_max"))}
+    assert len(ranges) == 2 and all(0 < abs(r) < 2 for r in ranges.values()), ranges
