@@ -26,7 +26,7 @@ accuracy averaged over the seeds: tfcompress int8 accuracy >= every other
 int8 column and within 1 point of float; int8 bytes <= 0.3x float. The big
 table is seed 0's.
 
-    python scripts/bench_transformer.py            # about 10 minutes on 2 cores (3 seeds)
+    python scripts/bench_transformer.py            # about 12 minutes on 2 cores (3 seeds)
     python scripts/bench_transformer.py --quick    # smoke run (targets not meaningful)
 """
 
