@@ -245,9 +245,10 @@ def _warn_float(transform, full_integer):
     warnings.warn(message, stacklevel=3)
 
 
-def _arity(op):
+def _inputs(op):
+    """The tensors `op` is called on in the graph (its first call)."""
     nodes = getattr(op, "_inbound_nodes", [])
-    return len(keras.tree.flatten(nodes[0].input_tensors)) if nodes else 0
+    return keras.tree.flatten(nodes[0].input_tensors) if nodes else []
 
 
 def _product_then_bias(layer, op):
@@ -257,9 +258,8 @@ def _product_then_bias(layer, op):
         return False
     if isinstance(layer, keras.layers.EinsumDense):
         return True
-    nodes = getattr(op, "_inbound_nodes", [])
-    return (isinstance(layer, keras.layers.Dense) and bool(nodes)
-            and len(keras.tree.flatten(nodes[0].input_tensors)[0].shape) > 2)
+    inputs = _inputs(op)
+    return isinstance(layer, keras.layers.Dense) and bool(inputs) and len(inputs[0].shape) > 2
 
 
 def _composite_weights(layer):
@@ -284,7 +284,6 @@ class _Transform:
         self.preserve_sparsity = preserve_sparsity
         self.graph = Graph(model, expand_nested=False)
         self.float_layers = []
-        self.composite_layers = []
         self.left_float = []
         self.made = 0
 
@@ -376,7 +375,6 @@ class _Transform:
             nested = _Transform(layer, self.annotate_all, self.preserve_sparsity, self.prefix)
             new = nested.run(name=layer.name)
             self.float_layers += nested.float_layers
-            self.composite_layers += nested.composite_layers
             self.left_float += nested.left_float
             return new
         if kind == "float":
@@ -392,8 +390,8 @@ class _Transform:
             return self._composite(op, layer)
         if isinstance(layer, keras.layers.SeparableConv2D):
             return self._separable(layer, self._quantize_output(op))
-        if isinstance(layer, (keras.layers.Add, keras.layers.Multiply)) and _arity(op) > 2:
-            return self._pairwise(layer, _arity(op), self._quantize_output(op))
+        if isinstance(layer, (keras.layers.Add, keras.layers.Multiply)) and len(_inputs(op)) > 2:
+            return self._pairwise(layer, len(_inputs(op)), self._quantize_output(op))
         split = kind == "weighted" and C.needs_activation_split(self._base(layer))
         config = C.Default8BitQuantizeConfig(
             weights=C.weight_spec(self._base(layer)) if kind == "weighted" else None,
@@ -407,7 +405,6 @@ class _Transform:
         copy = copy_layer(layer)
         base = self._base(copy)  # the copy's sublayers may be named differently
         pairs, left = _composite_weights(base)
-        self.composite_layers.append(f"{layer.name} ({type(base).__name__})")
         self.left_float += [f"{w.path} ({type(base).__name__})" for w in left]
         index = {id(w): i for i, w in enumerate(base.weights)}
         config = C.Default8BitQuantizeConfig(
