@@ -10,7 +10,11 @@ line in its `__init__.py`, what the workflows ask of it:
   `core.summaries.Section` or None (see `CompressionSummaries`);
 - `stage`: its recipe stage, a `Stage` (see `tfcompress.recipe`);
 - `columns(model)`: extra report columns for a Keras model, `{name: value}`
-  (see `tfcompress.report.compare`).
+  (see `tfcompress.report.compare`);
+- `preserve(layer, preserve_sparsity)`: its wrapper re-made around a plain
+  layer from what stripping left in the weights (shared values), or None;
+  a quantization scheme that preserves the technique asks for it
+  (`Default8BitClusterPreserveQuantizeScheme`).
 
 `strip`, export, save/load, the report's parameter counts and the step
 callback need nothing more: they work through the `WeightWrapper` contract.
@@ -80,6 +84,7 @@ class Technique:
     section: typing.Callable = None
     stage: Stage = None
     columns: typing.Callable = None
+    preserve: typing.Callable = None
 
 
 _REGISTERED = {}
@@ -139,6 +144,16 @@ def sections():
 def stages():
     """`{recipe key: Stage}` of the techniques that have a recipe stage."""
     return {t.stage.key: t.stage for t in registered() if t.stage is not None}
+
+
+def preserver(name):
+    """The `preserve` function of the technique registered as `name`, or an error."""
+    technique = _REGISTERED.get(name)
+    if technique is None or technique.preserve is None:
+        raise ValueError(f"No registered technique '{name}' re-makes its wrappers on plain "
+                         f"layers; those that do: "
+                         f"{[t.name for t in registered() if t.preserve is not None]}.")
+    return technique.preserve
 
 
 def columns(model):

@@ -9,6 +9,7 @@ from tfcompress import core
 from tfcompress.quantization import stage
 from tfcompress.quantization import callbacks
 from tfcompress.quantization.api import (
+    Default8BitClusterPreserveQuantizeScheme,
     Default8BitPrunePreserveQuantizeScheme,
     Default8BitQuantizeScheme,
     quantize_annotate_layer,
@@ -30,7 +31,8 @@ from tfcompress.quantization.quantizers import (
 from tfcompress.quantization.wrapper import QuantizeAnnotate, QuantizeLayer, QuantizeWrapper
 
 __all__ = [
-    "AllValuesQuantizer", "Default8BitPrunePreserveQuantizeScheme", "Default8BitQuantizeConfig",
+    "AllValuesQuantizer", "Default8BitClusterPreserveQuantizeScheme",
+    "Default8BitPrunePreserveQuantizeScheme", "Default8BitQuantizeConfig",
     "Default8BitQuantizeScheme", "DepthwiseWeightsQuantizer", "FixedRangeQuantizer",
     "LastValueQuantizer", "MovingAverageQuantizer", "QuantizationSummaries", "QuantizeAnnotate",
     "QuantizeConfig", "QuantizeLayer", "QuantizeWrapper", "Quantizer", "quantize_annotate_layer",

@@ -5,7 +5,7 @@ import warnings
 import keras
 
 from tfcompress.core import Graph, WeightWrapper, copy_layer, find, is_graph_model, map_layers
-from tfcompress.core import rewrite, rules
+from tfcompress.core import rewrite, rules, techniques
 from tfcompress.quantization import config as C
 from tfcompress.quantization.wrapper import QuantizeAnnotate, QuantizeLayer, QuantizeWrapper
 
@@ -26,6 +26,8 @@ class Default8BitQuantizeScheme:
     """
 
     preserve_sparsity = False
+    #: Techniques whose wrappers are re-made around plain layers before quantizing.
+    preserve = ()
 
 
 class Default8BitPrunePreserveQuantizeScheme(Default8BitQuantizeScheme):
@@ -48,6 +50,32 @@ class Default8BitPrunePreserveQuantizeScheme(Default8BitQuantizeScheme):
     """
 
     preserve_sparsity = True
+
+
+class Default8BitClusterPreserveQuantizeScheme(Default8BitQuantizeScheme):
+    """The default scheme, keeping clustered weights clustered (CQAT; PCQAT with sparsity).
+
+    For a model clustered and stripped (TFMOT's flow: `cluster_weights`,
+    `fit`, `strip_clustering`, then quantize with this scheme), each kernel's
+    distinct values become trainable centroids again (the clustering
+    technique's wrapper goes inside the quantization wrapper), so QAT keeps
+    at most that many values per kernel and the int8 TFLite kernel at most
+    that many int8 values (per channel). `preserve_sparsity=True` also keeps
+    the zeros of a pruned-then-clustered model (PCQAT). Layers still wrapped
+    for clustering or pruning stay wrapped inside the quantization wrappers.
+
+    Example:
+
+    ```python
+    import tfcompress as tfc
+    scheme = tfc.quantization.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)
+    ```
+    """
+
+    preserve = ("clustering",)
+
+    def __init__(self, preserve_sparsity=False):
+        self.preserve_sparsity = bool(preserve_sparsity)
 
 
 def quantize_annotate_layer(to_annotate, quantize_config=None):
@@ -160,7 +188,7 @@ def quantize_apply(model, scheme=None, quantized_layer_name_prefix="quant_", *,
             f"Model '{model.name}' is already quantization-aware; quantize the original "
             "float model once (double quantization would stack fake-quant ops).")
     wrapped = find(model, WeightWrapper)
-    if wrapped and not scheme.preserve_sparsity:
+    if wrapped and not (scheme.preserve_sparsity or scheme.preserve):
         raise ValueError(
             f"Model '{model.name}' still carries {type(wrapped[0]).__name__} wrappers "
             f"({wrapped[0].name}, ...). The default scheme quantizes plain layers, so pruned "
@@ -173,8 +201,7 @@ def quantize_apply(model, scheme=None, quantized_layer_name_prefix="quant_", *,
     if not isinstance(quantized_layer_name_prefix, str):
         raise ValueError("quantized_layer_name_prefix must be a string, got "
                          f"{quantized_layer_name_prefix!r}.")
-    transform = _Transform(model, _annotate_all, scheme.preserve_sparsity,
-                           quantized_layer_name_prefix)
+    transform = _Transform(model, _annotate_all, scheme, quantized_layer_name_prefix)
     qat = transform.run()
     _warn_float(transform, full_integer)
     return qat
@@ -277,11 +304,13 @@ def _weight_rule(layer):
 class _Transform:
     """Rebuilds a functional graph with quantized layers and fake-quant nodes."""
 
-    def __init__(self, model, annotate_all, preserve_sparsity, prefix):
+    def __init__(self, model, annotate_all, scheme, prefix):
         self.model = model
         self.prefix = prefix
         self.annotate_all = annotate_all
-        self.preserve_sparsity = preserve_sparsity
+        self.scheme = scheme
+        self.preserve_sparsity = scheme.preserve_sparsity
+        self.preservers = [techniques.preserver(name) for name in scheme.preserve]
         self.graph = Graph(model, expand_nested=False)
         self.float_layers = []
         self.left_float = []
@@ -372,7 +401,7 @@ class _Transform:
             return op
         layer, explicit, _ = self._unwrap(op)
         if kind == "model":
-            nested = _Transform(layer, self.annotate_all, self.preserve_sparsity, self.prefix)
+            nested = _Transform(layer, self.annotate_all, self.scheme, self.prefix)
             new = nested.run(name=layer.name)
             self.float_layers += nested.float_layers
             self.left_float += nested.left_float
@@ -413,6 +442,8 @@ class _Transform:
         return self._wrap(copy, config)
 
     def _wrap(self, layer, config):
+        for preserve in self.preservers:  # e.g. clustering, re-made from the shared values
+            layer = preserve(layer, self.preserve_sparsity) or layer
         return QuantizeWrapper(layer, config, preserve_sparsity=self.preserve_sparsity,
                                name=f"{self.prefix}{layer.name}")
 

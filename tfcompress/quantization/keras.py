@@ -10,6 +10,7 @@ import types
 
 from tfcompress.quantization import (
     AllValuesQuantizer,
+    Default8BitClusterPreserveQuantizeScheme,
     Default8BitPrunePreserveQuantizeScheme,
     Default8BitQuantizeScheme,
     LastValueQuantizer,
@@ -33,7 +34,8 @@ quantizers = types.SimpleNamespace(
 #: `tfmot.quantization.keras.default_8bit.*` and the prune-preserving scheme.
 default_8bit = types.SimpleNamespace(Default8BitQuantizeScheme=Default8BitQuantizeScheme)
 collab_opts = types.SimpleNamespace(
-    Default8BitPrunePreserveQuantizeScheme=Default8BitPrunePreserveQuantizeScheme)
+    Default8BitPrunePreserveQuantizeScheme=Default8BitPrunePreserveQuantizeScheme,
+    Default8BitClusterPreserveQuantizeScheme=Default8BitClusterPreserveQuantizeScheme)
 
 QuantizeWrapperV2 = QuantizeWrapper
 
