@@ -8,10 +8,15 @@ scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
 
 import types
 
-from tfcompress.quantization import Default8BitPrunePreserveQuantizeScheme
+from tfcompress.quantization import (
+    Default8BitClusterPreserveQuantizeScheme,
+    Default8BitPrunePreserveQuantizeScheme,
+)
 
-#: `tfmot.experimental.combine.*`: prune-preserving QAT.
+#: `tfmot.experimental.combine.*`: prune-preserving (PQAT), cluster-preserving (CQAT) and
+#: sparsity- and cluster-preserving (PCQAT: `preserve_sparsity=True`) QAT.
 combine = types.SimpleNamespace(
-    Default8BitPrunePreserveQuantizeScheme=Default8BitPrunePreserveQuantizeScheme)
+    Default8BitPrunePreserveQuantizeScheme=Default8BitPrunePreserveQuantizeScheme,
+    Default8BitClusterPreserveQuantizeScheme=Default8BitClusterPreserveQuantizeScheme)
 
 __all__ = ["combine"]

@@ -146,7 +146,7 @@ def test_cluster_preserving_qat_keeps_at_most_k_int8_values_per_channel(cnn, pre
     _fit(clustered, x[:640], y[:640])
     stripped = tfmot.clustering.keras.strip_clustering(clustered)
     annotated = tfmot.quantization.keras.quantize_annotate_model(stripped)
-    scheme = tfmot.quantization.keras.collab_opts.Default8BitClusterPreserveQuantizeScheme(
+    scheme = tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(
         preserve_sparsity)
     qat = tfmot.quantization.keras.quantize_apply(annotated, scheme)
     assert len(tfc.core.find(qat, C.ClusterWeights)) == 5
