@@ -99,6 +99,19 @@ def test_gradients_reach_centroids_summed_or_averaged():
     np.testing.assert_allclose(np.asarray(grads[C.GradientAggregation.AVG][0]), [1.0, 1.0])
 
 
+@pytest.mark.parametrize("aggregation", list(C.GradientAggregation))
+def test_trains_under_xla_with_steps_per_execution(aggregation):
+    x, y = regression_data(n=128)
+    base = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dense(4)])
+    model = C.cluster_weights(base, 4, cluster_gradient_aggregation=aggregation)
+    model.compile("adam", "mse", jit_compile=True, steps_per_execution=4)
+    before = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, epochs=3, verbose=0)
+    assert model.evaluate(x, y, verbose=0) < before
+    assert max(C.unique_values(tfc.strip(model)).values()) <= 4
+
+
 def test_sparsity_preserving_clustering_of_a_pruned_model_keeps_its_zeros(cnn):
     """TFMOT's sparse clustering flow: prune, strip, cluster with preserve_sparsity."""
     model, (x, y), (xt, yt) = cnn

@@ -183,8 +183,10 @@ def assign(weight, centroids, zero_index=None, aggregation=GradientAggregation.S
     bucket = tf.searchsorted(tf.stop_gradient((ordered[:, 1:] + ordered[:, :-1]) / 2),
                              tf.stop_gradient(rows))
     if aggregation is GradientAggregation.AVG:
-        sizes = tf.math.bincount(bucket, minlength=k, maxlength=k, axis=-1,
-                                 dtype=weight.dtype)
+        sets_count = ordered.shape[0]
+        segments = bucket + k * tf.range(sets_count, dtype=bucket.dtype)[:, None]
+        sizes = tf.reshape(tf.math.unsorted_segment_sum(
+            tf.ones_like(rows), segments, sets_count * k), [sets_count, k])  # XLA-safe count
         ordered = _scale_gradient(ordered, 1.0 / tf.maximum(sizes, 1.0))
     picked = tf.gather(ordered, bucket, batch_dims=1)
     if per_channel:
