@@ -1,4 +1,5 @@
-"""tfcompress: pruning, clustering, quantization-aware training and distillation for Keras 3.
+"""tfcompress: pruning, clustering, low-rank factorization, quantization-aware training and
+distillation for Keras 3.
 
 ```python
 import tfcompress as tfc          # native API: tfc.pruning.*, tfc.clustering.*, ...
@@ -9,10 +10,10 @@ import tfcompress as tfmot        # TFMOT names: tfmot.sparsity.keras.*, tfmot.c
 
 __version__ = "0.1.0"
 
-from tfcompress import core, clustering, distillation, experimental, export, pruning, quantization, recipe, report, sparsity  # noqa: E402,E501  (registers Keras classes)
+from tfcompress import core, clustering, distillation, experimental, export, factorization, pruning, quantization, recipe, report, sparsity  # noqa: E402,E501  (registers Keras classes)
 from tfcompress.clustering import keras as _tfmot_clustering  # noqa: E402,F401
 from tfcompress.quantization import keras as _tfmot_quantization  # noqa: E402,F401
 from tfcompress.core import CompressionSummaries, strip  # noqa: E402
 
 __all__ = ["CompressionSummaries", "__version__", "clustering", "core", "distillation",
-           "experimental", "export", "pruning", "quantization", "recipe", "report", "sparsity", "strip"]
+           "experimental", "export", "factorization", "pruning", "quantization", "recipe", "report", "sparsity", "strip"]
