@@ -31,7 +31,9 @@ How to run
     python scripts/bench_clustering.py --quick    # smoke run
 
 Targets: accuracy >= TFMOT's at every cluster count, and gzip'd TFLite bytes
-<= TFMOT's.
+<= TFMOT's. The dense rows show what the two Keras versions' graphs cost
+before any clustering (Keras 3 lowers Flatten to SHAPE/STRIDED_SLICE/PACK/
+RESHAPE, a few hundred bytes more).
 """
 
 import argparse
@@ -62,10 +64,15 @@ def kernels(model):
 
 
 def tflite(tf, model, int8=False):
+    """The same converter call in both workers (its SavedModel chatter kept off stdout)."""
+    import contextlib
+    import io
+
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if int8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
 
 
 def litert_accuracy(flatbuffer, x, y):
