@@ -159,6 +159,8 @@ class CompressionSummaries(Summaries):
       weights at each epoch's end;
     - QAT (`<log_dir>/quantization`): every activation range's min and max,
       one chart per layer;
+    - clustering (`<log_dir>/clustering`): distinct values and centroid drift
+      per clustered weight, and histograms of the centroids;
     - distillation (a `Distiller`): its loss components drawn as one chart.
 
     Charts are TensorBoard custom scalars layouts (the "Custom Scalars"
