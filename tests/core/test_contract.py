@@ -6,7 +6,7 @@ import os
 import tfcompress
 
 PACKAGE = os.path.dirname(tfcompress.__file__)
-TECHNIQUES = ("pruning", "quantization", "distillation", "clustering")
+TECHNIQUES = ("pruning", "quantization", "distillation", "clustering", "factorization")
 
 
 def _imports(folder):
@@ -49,4 +49,4 @@ def test_every_technique_registers_with_the_core():
     from tfcompress.core import techniques
 
     assert set(TECHNIQUES) <= {t.name for t in techniques.registered()}
-    assert {"prune", "quantize", "distill", "cluster"} <= set(techniques.stages())
+    assert {"prune", "quantize", "distill", "cluster", "factorize"} <= set(techniques.stages())
