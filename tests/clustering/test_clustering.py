@@ -131,6 +131,20 @@ def test_sparsity_preserving_clustering_of_a_pruned_model_keeps_its_zeros(cnn):
     assert _accuracy(plain, xt, yt) > 0.8
 
 
+def test_pruned_and_clustered_in_one_fit_keeps_the_zeros_pruning_makes(cnn):
+    model, (x, y), _ = cnn
+    schedule = tfc.pruning.PolynomialDecay(0.0, 0.6, begin_step=0, end_step=20, frequency=5)
+    pruned = tfc.pruning.prune_low_magnitude(model, pruning_schedule=schedule)
+    both = C.cluster_weights(pruned, 8, preserve_sparsity=True)
+    both.compile(keras.optimizers.Adam(1e-3), LOSS)
+    both.fit(x[:960], y[:960], batch_size=32, verbose=0,
+             callbacks=[tfc.pruning.UpdatePruningStep()])  # 30 steps: pruning goes on
+    plain = tfc.strip(both)
+    for path, kernel in _kernels(plain).items():
+        assert abs(np.mean(kernel == 0) - 0.6) < 0.01, path
+        assert np.unique(kernel).size <= 8, path
+
+
 def _int8_weights(flatbuffer):
     """`[(op, int8 weight array)]` of the CONV_2D / FULLY_CONNECTED ops of an int8 model."""
     it = interpreter(flatbuffer)

@@ -19,7 +19,10 @@ class ClusterWeights(WeightWrapper):
     `cluster_per_channel`). The centroids are trainable and get the summed
     (or averaged) gradients of their weights; the weights themselves train
     too (a straight-through estimator), so assignments move during `fit`.
-    `tfcompress.strip` bakes the clustered values into a plain layer.
+    `tfcompress.strip` bakes the clustered values into a plain layer. Around
+    a pruning wrapper (a model pruned and clustered in one `fit`), the zeros
+    pruning makes stay zero: with `preserve_sparsity` zero is one of the
+    centroids, otherwise it is one value more.
 
     Args:
         layer: the layer to cluster (see `tfcompress.clustering.registry`).
@@ -135,6 +138,9 @@ class ClusterWeights(WeightWrapper):
                                zero, self.cluster_gradient_aggregation)
             if mask is not None:
                 clustered = clustered * mask
+            if isinstance(self.layer, WeightWrapper):
+                # Zeros the wrapper inside made (pruning's) stay zero.
+                clustered = clustered * tf.cast(tf.not_equal(value, 0), clustered.dtype)
             out.append(_straight_through(clustered, value) if training else clustered)
         return out
 
