@@ -22,8 +22,10 @@ __all__ = [
 
 
 def _columns(model):
-    counts = unique_values(model)
-    return {"unique values (max per kernel)": max(counts.values()) if counts else 0}
+    """The most distinct values in one kernel, for clustered models only."""
+    if not api.shares_values(model):
+        return {}
+    return {"unique values (max per kernel)": max(unique_values(model).values())}
 
 
 core.register(core.Technique("clustering", section=callbacks.clustering_section,

@@ -153,25 +153,59 @@ def unique_values(model):
     """
     import numpy as np
 
-    counts, seen = {}, set()
+    return {path: int(np.unique(value).size) for path, value in _kernel_values(model).items()}
+
+
+def shares_values(model):
+    """True when `model` is being clustered, or some kernel of it holds far fewer distinct
+    values than weights (a clustered model after `strip_clustering`).
+
+    Pruned kernels do not count: their non-zero values are all different.
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64)])
+    assert not tfc.clustering.api.shares_values(model)
+    assert tfc.clustering.api.shares_values(tfc.clustering.cluster_weights(model, 8))
+    ```
+    """
+    import numpy as np
+
+    from tfcompress.core import find
+
+    if find(model, ClusterWeights):
+        return True
+    for value in _kernel_values(model).values():
+        nonzero = value[value != 0]
+        if nonzero.size >= 64 and np.unique(nonzero).size <= min(
+                MAX_PRESERVED_CLUSTERS, nonzero.size // 16):
+            return True
+    return False
+
+
+def _kernel_values(model):
+    """`{weight path: values the layer computes with}` of every clusterable kernel."""
+    values, seen = {}, set()
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, WeightWrapper):
             inner = layer.computing_layer()
             seen.update(id(w) for w in inner.weights)
             if not inner.built:
                 continue
-            values = dict(zip((id(w) for w in inner.weights), layer.baked_weights()))
+            baked = dict(zip((id(w) for w in inner.weights), layer.baked_weights()))
             for weight in registry.split(inner)[0]:
-                counts[weight.path] = int(np.unique(values[id(weight)]).size)
+                values[weight.path] = baked[id(weight)]
         elif layer.built and not layer._flatten_layers(include_self=False, recursive=False):
-            found = registry._rule(layer) or []
-            for weight in found:
+            for weight in registry._rule(layer) or []:
                 if id(weight) not in seen:
                     seen.add(id(weight))
-                    counts[weight.path] = int(np.unique(keras.ops.convert_to_numpy(weight)).size)
-    if not counts and not model.built:
+                    values[weight.path] = keras.ops.convert_to_numpy(weight)
+    if not values and not model.built:
         warnings.warn(f"Model '{model.name}' is not built; it has no weights to count.")
-    return counts
+    return values
 
 
 #: A kernel with more distinct values than this is not treated as clustered.

@@ -18,7 +18,9 @@ __all__ = ["SUFFIX", "factorize", "factorized_layers", "stage", "svd"]
 
 
 def _columns(model):
-    return {"factorized layers": len(factorized_layers(model))}
+    """How many layers were factorized, for factorized models only."""
+    found = factorized_layers(model)
+    return {"factorized layers": len(found)} if found else {}
 
 
 core.register(core.Technique("factorization", stage=stage.STAGE, columns=_columns))
