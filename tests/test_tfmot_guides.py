@@ -105,3 +105,38 @@ def test_guide_scripts_keep_only_migration_imports(script):
     assert not re.search(r"^\s*(import|from) (tensorflow_model_optimization|tf_keras)", source, re.M)
     assert "tf.keras" not in source and "from tensorflow import keras" not in source
     assert "import tfcompress as tfmot" in source and "import keras\n" in source
+
+
+@pytest.mark.slow
+def test_clustering_example(tmp_path):
+    out = run_guide("clustering_example", tmp_path)
+    baseline = number(out, "Size of gzipped baseline Keras model:")
+    assert number(out, "Size of gzipped clustered TFlite model:") < baseline / 4
+    assert (number(out, "Size of gzipped clustered and quantized TFlite model:")
+            < number(out, "Size of gzipped clustered TFlite model:"))
+    assert number(out, "Clustered test accuracy:") > number(out, "Baseline test accuracy:") - 0.05
+    assert number(out, "Clustered and quantized TFLite test_accuracy:") > 0.8
+
+
+def _most_int8_values_per_channel(path):
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    most = 0
+    for op in it._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):
+            w = it.get_tensor(op["inputs"][1])
+            most = max(most, max(np.unique(w[c]).size for c in range(w.shape[0])))
+    return most
+
+
+@pytest.mark.slow
+def test_cqat_example(tmp_path):
+    out = run_guide("cqat_example", tmp_path)
+    assert "conv2d/kernel: 96 clusters" in out  # 8 per channel, 12 channels
+    assert "dense/kernel: 8 clusters" in out
+    assert number(out, "CQAT model size:") < number(out, "QAT model size:")
+    assert number(out, "CQAT TFLite test_accuracy:") > number(out, "Clustered TF test accuracy:") - 0.03
+    assert _most_int8_values_per_channel(tmp_path / "cqat_model.tflite") <= 8
+    assert _most_int8_values_per_channel(tmp_path / "qat_model.tflite") > 8

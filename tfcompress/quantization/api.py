@@ -442,10 +442,10 @@ class _Transform:
         return self._wrap(copy, config)
 
     def _wrap(self, layer, config):
+        name = f"{self.prefix}{layer.name}"  # the layer's, also when a preserver wraps it
         for preserve in self.preservers:  # e.g. clustering, re-made from the shared values
             layer = preserve(layer, self.preserve_sparsity) or layer
-        return QuantizeWrapper(layer, config, preserve_sparsity=self.preserve_sparsity,
-                               name=f"{self.prefix}{layer.name}")
+        return QuantizeWrapper(layer, config, preserve_sparsity=self.preserve_sparsity, name=name)
 
     def _pairwise(self, layer, arity, quantize_output):
         """TFLite adds (multiplies) three or more tensors two at a time; each partial
