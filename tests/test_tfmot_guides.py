@@ -140,3 +140,30 @@ def test_cqat_example(tmp_path):
     assert number(out, "CQAT TFLite test_accuracy:") > number(out, "Clustered TF test accuracy:") - 0.03
     assert _most_int8_values_per_channel(tmp_path / "cqat_model.tflite") <= 8
     assert _most_int8_values_per_channel(tmp_path / "qat_model.tflite") > 8
+
+
+@pytest.mark.slow
+def test_pcqat_example(tmp_path):
+    out = run_guide("pcqat_example", tmp_path)
+    assert "conv2d/kernel: 8 clusters" in out and "dense/kernel: 8 clusters" in out
+    assert number(out, "PCQAT model size:") < number(out, "QAT model size:")
+    assert number(out, "Pruned, clustered and quantized TFLite test_accuracy:") > 0.8
+    from ai_edge_litert.interpreter import Interpreter
+    import numpy as np
+
+    it = Interpreter(model_path=str(tmp_path / "pcqat_model.tflite"))
+    for op in it._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):
+            w = it.get_tensor(op["inputs"][1])
+            assert np.mean(w == 0) >= 0.5 - 1e-3  # the pruned zeros, kept through PCQAT
+    assert _most_int8_values_per_channel(tmp_path / "pcqat_model.tflite") <= 8
+
+
+@pytest.mark.slow
+def test_sparse_clustering_example(tmp_path):
+    out = run_guide("sparse_clustering_example", tmp_path)
+    kept = out.split("Sparsity preserved clustered Model sparsity:")[1]
+    assert kept.count("50.00% sparsity") == 2  # both kernels keep the pruned half
+    assert (number(out, "Sparsity preserved clustered and quantized TFLite model size:")
+            < number(out, "Sparsity preserved clustered Model size:") / 10)
+    assert number(out, "Pruned, clustered and quantized TFLite model accuracy:") > 0.8

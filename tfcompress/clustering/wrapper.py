@@ -141,7 +141,11 @@ class ClusterWeights(WeightWrapper):
             if isinstance(self.layer, WeightWrapper):
                 # Zeros the wrapper inside made (pruning's) stay zero.
                 clustered = clustered * tf.cast(tf.not_equal(value, 0), clustered.dtype)
-            out.append(_straight_through(clustered, value) if training else clustered)
+            if training:
+                # Straight through to the weights; a zero kept by the mask gets no gradient.
+                clustered = _straight_through(
+                    clustered, value, 1.0 if mask is None else tf.convert_to_tensor(mask))
+            out.append(clustered)
         return out
 
     def get_config(self):
@@ -206,6 +210,6 @@ def _scale_gradient(x, scale):
 
 
 @tf.custom_gradient
-def _straight_through(clustered, weight):
-    """The clustered values forward; the gradient also reaches the weights themselves."""
-    return tf.identity(clustered), lambda dy: (dy, dy)
+def _straight_through(clustered, weight, mask):
+    """The clustered values forward; the gradient also reaches the weights (times `mask`)."""
+    return tf.identity(clustered), lambda dy: (dy, dy * mask, None)
