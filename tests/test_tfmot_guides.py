@@ -96,7 +96,7 @@ def test_pqat_example(tmp_path):
 
 def test_every_guide_script_has_a_test():
     scripts = {p.stem for p in GUIDES.glob("*.py") if not p.stem.startswith("_")}
-    assert len(scripts) == 7, sorted(scripts)
+    assert len(scripts) == 12, sorted(scripts)
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in GUIDES.glob("[!_]*.py")))
@@ -167,3 +167,11 @@ def test_sparse_clustering_example(tmp_path):
     assert (number(out, "Sparsity preserved clustered and quantized TFLite model size:")
             < number(out, "Sparsity preserved clustered Model size:") / 10)
     assert number(out, "Pruned, clustered and quantized TFLite model accuracy:") > 0.8
+
+
+@pytest.mark.slow
+def test_clustering_comprehensive_guide(tmp_path):
+    out = run_guide("clustering_comprehensive_guide", tmp_path)
+    assert (number(out, "Size of gzipped clustered model with stripping:")
+            < number(out, "Size of gzipped clustered model without stripping:"))
+    assert "my_dense_layer" in out  # the ClusterableLayer (kernel and bias) was wrapped
