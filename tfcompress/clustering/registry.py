@@ -11,33 +11,11 @@ import keras
 
 from tfcompress.core import rules
 
-L = keras.layers
-
 #: Built-in layers with weights, and the names of the weights clustered.
-CLUSTERABLE = {
-    L.Dense: ("kernel",),
-    L.EinsumDense: ("kernel",),
-    L.Conv1D: ("kernel",),
-    L.Conv2D: ("kernel",),
-    L.Conv3D: ("kernel",),
-    L.Conv1DTranspose: ("kernel",),
-    L.Conv2DTranspose: ("kernel",),
-    L.Conv3DTranspose: ("kernel",),
-    # Like TFMOT: accepted, kernel left as it is (few weights, large effect).
-    L.DepthwiseConv1D: (),
-    L.DepthwiseConv2D: (),
-    L.SeparableConv1D: ("pointwise_kernel",),
-    L.SeparableConv2D: ("pointwise_kernel",),
-    L.Embedding: ("embeddings",),
-    L.LSTM: ("kernel", "recurrent_kernel"),
-    L.GRU: ("kernel", "recurrent_kernel"),
-    L.SimpleRNN: ("kernel", "recurrent_kernel"),
-    L.MultiHeadAttention: ("kernel",),  # query, key, value and output projections
-}
+CLUSTERABLE = rules.KERNELS
 
 #: Layers with weights that pass through unclustered.
-PASSTHROUGH = (L.BatchNormalization, L.LayerNormalization, L.GroupNormalization,
-               L.UnitNormalization, L.Normalization, L.PReLU)
+PASSTHROUGH = rules.NORMALIZATION
 
 SUPPORTED_NAMES = sorted(c.__name__ for c in CLUSTERABLE)
 

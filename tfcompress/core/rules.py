@@ -7,7 +7,42 @@ None when it has no rule for that layer. `split` applies a rule to a layer
 however deep: a composite layer (keras-rs `FeatureCross`, keras-hub
 `TransformerEncoder`, a user's block) is searched through its sublayers, and
 the trainable variables no rule covers are returned beside, to be reported.
+
+`KERNELS` and `NORMALIZATION` are the tables pruning and clustering share:
+the weights that hold a layer's parameters, and the layers left as they are.
 """
+
+import keras
+
+L = keras.layers
+
+#: Built-in layers with weights, and the names of their main weights (the ones
+#: pruning and clustering work on).
+KERNELS = {
+    L.Dense: ("kernel",),
+    L.EinsumDense: ("kernel",),
+    L.Conv1D: ("kernel",),
+    L.Conv2D: ("kernel",),
+    L.Conv3D: ("kernel",),
+    L.Conv1DTranspose: ("kernel",),
+    L.Conv2DTranspose: ("kernel",),
+    L.Conv3DTranspose: ("kernel",),
+    # Like TFMOT: accepted, kernel left as it is (few weights, large effect).
+    # Opt in with weight_names=["kernel"].
+    L.DepthwiseConv1D: (),
+    L.DepthwiseConv2D: (),
+    L.SeparableConv1D: ("pointwise_kernel",),
+    L.SeparableConv2D: ("pointwise_kernel",),
+    L.Embedding: ("embeddings",),
+    L.LSTM: ("kernel", "recurrent_kernel"),
+    L.GRU: ("kernel", "recurrent_kernel"),
+    L.SimpleRNN: ("kernel", "recurrent_kernel"),
+    L.MultiHeadAttention: ("kernel",),  # query, key, value and output projections
+}
+
+#: Layers with weights that stay as they are and pass through unwrapped.
+NORMALIZATION = (L.BatchNormalization, L.LayerNormalization, L.GroupNormalization,
+                 L.UnitNormalization, L.Normalization, L.PReLU)
 
 
 def lookup(layer, table):
