@@ -173,10 +173,11 @@ class Graph:
     """
 
     def __init__(self, model, expand_nested=True):
-        self.calls, self.alias, self.names = [], {}, {}
+        self.calls, self.alias, self.names, self.shapes = [], {}, {}, {}
         self.expand_nested = expand_nested
         self._scopes = itertools.count(1)
         self.inputs = [(0, id(t)) for t in model.inputs]
+        self.shapes.update((key, tuple(t.shape)) for key, t in zip(self.inputs, model.inputs))
         self.outputs = self._expand(model, 0, self.inputs)
         for key, t in zip(self.inputs + self.outputs, model.inputs + model.outputs):
             history = getattr(t, "_keras_history", None)
@@ -207,8 +208,9 @@ class Graph:
                     for tensor, key in zip(node.outputs, outs):
                         self.alias[(scope, id(tensor))] = key
                 else:
-                    self.calls.append(Call(node.operation, ins,
-                                           [(scope, id(t)) for t in node.outputs]))
+                    outs = [(scope, id(t)) for t in node.outputs]
+                    self.shapes.update((key, tuple(t.shape)) for key, t in zip(outs, node.outputs))
+                    self.calls.append(Call(node.operation, ins, outs))
         return [self._key(scope, t) for t in graph.outputs]
 
     def producers(self, call):

@@ -122,6 +122,8 @@ class StepCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._checked = False
         self.wrappers = step_driven(self.model)
+        for cls in {type(w) for w in self.wrappers}:
+            cls.link([w for w in self.wrappers if type(w) is cls])
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None:
             # A fresh optimizer (recompiled, or a new model around the same

@@ -93,6 +93,14 @@ class WeightWrapper(keras.layers.Wrapper):
     def transform_weights(self, values, training):
         raise NotImplementedError
 
+    @classmethod
+    def link(cls, wrappers):
+        """Called with every wrapper of this class in a model before `fit` traces.
+
+        For wrappers that read one another (the layers of one channel group);
+        the step callback calls it. Default: nothing.
+        """
+
     # -- the chain ----------------------------------------------------------
     def chain(self):
         """The wrappers from this one inwards (this one first)."""

@@ -14,12 +14,16 @@ from tfcompress.pruning.policy import PruneForLatencyOnXNNPack, PruningPolicy
 from tfcompress.pruning.registry import PrunableLayer
 from tfcompress.pruning.schedule import ConstantSparsity, PolynomialDecay, PruningSchedule
 from tfcompress.pruning.wrapper import PruneLowMagnitude
+from tfcompress.pruning.filters import PruneFilters
+from tfcompress.pruning.structured import channel_report, prune_filters
+from tfcompress.core.shrink import shrink
 
 __all__ = [
     "ConstantSparsity", "PolynomialDecay", "PrunableLayer", "PruneForLatencyOnXNNPack",
-    "PruneLowMagnitude", "PruningPolicy", "PruningSchedule", "PruningSummaries",
+    "PruneFilters", "PruneLowMagnitude", "PruningPolicy", "PruningSchedule", "PruningSummaries",
     "UpdatePruningStep", "masks",
-    "prune_low_magnitude", "prune_scope", "registry", "sparsity_logs",
+    "channel_report", "prune_filters", "prune_low_magnitude", "prune_scope", "registry",
+    "shrink", "sparsity_logs",
     "strip_pruning",
 ]
 
