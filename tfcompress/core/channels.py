@@ -293,7 +293,7 @@ def _visit(call, ins, in_shapes, out_shapes, groups, fresh):
     if isinstance(op, tuple(PRODUCERS)):
         return _producer(op, first, groups, name, unknown)
     if isinstance(op, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
-        if op.depth_multiplier != 1 or first is None or len(first) != 1:
+        if op.depth_multiplier != 1:
             return unknown(f"'{name}' (depth_multiplier {op.depth_multiplier})")
         groups.use(Use(op, op, op.kernel, len(op.kernel.shape) - 2, first, "chan"))
         if op.use_bias:
@@ -350,7 +350,7 @@ def _producer(op, first, groups, name, unknown):
     if getattr(op, "groups", 1) != 1:
         return unknown(f"'{name}' (grouped convolution)")
     if isinstance(op, (L.SeparableConv1D, L.SeparableConv2D)):
-        if op.depth_multiplier != 1 or len(first) != 1:
+        if op.depth_multiplier != 1:
             return unknown(f"'{name}' (depth_multiplier {op.depth_multiplier})")
         depthwise, pointwise = op.depthwise_kernel, op.pointwise_kernel
         groups.use(Use(op, op, depthwise, len(depthwise.shape) - 2, first, "chan"))

@@ -45,6 +45,9 @@ class Stage:
         order: stages of one role run in increasing order.
         log_name: the TensorBoard folder of a `"final"` stage's fit
             (`<out_dir>/logs/<log_name>`); default: `key`.
+        finish: `finish(model) -> model`, run on the stripped model after a
+            `"transform"` stage's fit (`tfcompress.shrink` removes pruned
+            channels); later stages start from its result.
 
     Example:
 
@@ -62,6 +65,7 @@ class Stage:
     role: str = "transform"
     order: int = 0
     log_name: str = None
+    finish: typing.Callable = None
 
 
 #: Marks a stage setting that has no default.

@@ -17,6 +17,7 @@ from tfcompress.pruning.wrapper import PruneLowMagnitude
 from tfcompress.pruning.filters import PruneFilters
 from tfcompress.pruning.structured import channel_report, prune_filters
 from tfcompress.core.shrink import shrink
+from tfcompress.pruning import filters_stage
 
 __all__ = [
     "ConstantSparsity", "PolynomialDecay", "PrunableLayer", "PruneForLatencyOnXNNPack",
@@ -28,3 +29,5 @@ __all__ = [
 ]
 
 core.register(core.Technique("pruning", section=callbacks.pruning_section, stage=stage.STAGE))
+core.register(core.Technique("structured_pruning", section=callbacks.channels_section,
+                             stage=filters_stage.STAGE))

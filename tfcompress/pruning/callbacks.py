@@ -4,6 +4,7 @@ import numpy as np
 
 from tfcompress.core import find, steps
 from tfcompress.core.summaries import Section, Summaries
+from tfcompress.pruning.filters import PruneFilters
 from tfcompress.pruning.wrapper import PruneLowMagnitude
 
 
@@ -97,6 +98,51 @@ def pruning_section(model, histograms=False):
     return Section(scalars, kept, charts)
 
 
+def channel_logs(model):
+    """`{"<group>": fraction of its channels removed}` for every structured-pruning group.
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+    model = tfc.pruning.prune_filters(keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, name="hidden"), keras.layers.Dense(2)]))
+    tfc.pruning.callbacks.channel_logs(model)   # {'hidden': 0.0}
+    """
+    logs = {}
+    for wrapper in find(model, PruneFilters):
+        if wrapper.built:
+            for group, mask in wrapper.channel_masks.items():
+                logs.setdefault(group, float(1.0 - np.asarray(mask).mean()))
+    return logs
+
+
+def channels_section(model, histograms=False):
+    """The structured-pruning part of TensorBoard summaries, or None without it.
+
+    Scalars `removed/<group>`: the fraction of each channel group removed
+    (logged as `structured_pruning/removed/<group>`), drawn as one
+    multi-line chart, and `step`.
+
+    Example:
+
+    ```python
+    import keras
+    import tfcompress as tfc
+    model = tfc.pruning.prune_filters(keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(2)]))
+    sorted(tfc.pruning.callbacks.channels_section(model).charts)  # ['channels removed']
+    ```
+    """
+    wrappers = [w for w in find(model, PruneFilters) if w.built]
+    if not wrappers:
+        return None
+    scalars = {f"removed/{group}": value for group, value in channel_logs(model).items()}
+    scalars["step"] = float(max(int(np.asarray(w.pruning_step)) for w in wrappers))
+    return Section(scalars, {}, {"channels removed": [r"structured_pruning/removed/.*"]})
+
+
 class PruningSummaries(Summaries):
     """TensorBoard callback that also logs per-layer and global sparsity.
 
@@ -126,4 +172,4 @@ class PruningSummaries(Summaries):
     ```
     """
 
-    sections = {"pruning": pruning_section}
+    sections = {"pruning": pruning_section, "structured_pruning": channels_section}

@@ -105,6 +105,11 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
             compile_kwargs=compile_kwargs(r), epochs=epochs, teacher=teacher,
             log_dir=os.path.join(out_dir, "logs", "train"), **fit)
     float_model = strip(current) if current is not model else model
+    finishes = [st.finish for st in transforms if st.finish is not None]
+    for finish in finishes:
+        float_model = finish(float_model)
+    if finishes:  # later stages train the finished (e.g. shrunk) model
+        current = float_model
     for st in finals:
         section = r[st.key]
         current, _ = pipeline.fit_stage(
