@@ -141,13 +141,21 @@ def test_attention_heads_are_removed_whole():
     assert attention._query_dense.kernel.shape == (16, 2, 8)
 
 
-def test_keras_hub_bert_feed_forward_units():
+def test_keras_hub_bert_heads_and_feed_forward_units(tmp_path):
     model, x, y = examples.bert_classifier()
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    pruned, small = _check_shrinks(model, x, y, loss, ratio=0.85)  # embeddings stay
-    encoder = small.get_layer("bert_backbone").get_layer("transformer_layer_0")
-    assert encoder.intermediate_dim == 16
-    assert encoder._feedforward_intermediate_dense.kernel.shape == (16, 16)
+    pruned, small = _check_shrinks(model, x, y, loss, ratio=0.7)  # embeddings stay
+    for name in ("transformer_layer_0", "transformer_layer_1"):
+        encoder = small.get_layer("bert_backbone").get_layer(name)
+        assert encoder.intermediate_dim == 16 and encoder.num_heads == 1
+        assert encoder._feedforward_intermediate_dense.kernel.shape == (16, 16)
+        # the kept head keeps its size (8), where keras-hub would make it hidden_dim // 1
+        assert encoder._self_attention_layer._query_dense.kernel.shape == (16, 1, 8)
+    path = os.path.join(tmp_path, "small.keras")
+    small.save(path)
+    first = {k: v[:8] for k, v in x.items()}
+    np.testing.assert_allclose(keras.saving.load_model(path).predict(first, verbose=0),
+                               small.predict(first, verbose=0), atol=1e-6)
     report = tfc.pruning.channel_report(model)
     fixed = report[~report.prunable]
     assert any("PositionEmbedding" in reason for reason in fixed.reason)
@@ -328,3 +336,71 @@ def test_recipe_stage_shrinks_before_qat(tmp_path, digits):
     assert small.get_layer("dense").units == 32
     assert small.count_params() < 0.5 * model.count_params()
     del result
+
+
+def _mlp():
+    return keras.Sequential([keras.Input((16,)), L.Dense(32, activation="relu", name="a"),
+                             L.Dense(16, activation="relu", name="b"), L.Dense(4, name="c")])
+
+
+@pytest.mark.parametrize("steps_per_execution,jit_compile", [(8, True), (3, False)])
+def test_fit_modes_reach_the_schedule_exactly(steps_per_execution, jit_compile):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 16)).astype("float32")
+    y = x @ rng.normal(size=(16, 4)).astype("float32")
+    schedule = tfc.pruning.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=24, frequency=4)
+    model = tfc.pruning.prune_filters(_mlp(), pruning_schedule=schedule)
+    model.compile("adam", "mse", steps_per_execution=steps_per_execution,
+                  jit_compile=jit_compile)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+              callbacks=[tfc.pruning.UpdatePruningStep()])
+    assert tfc.pruning.callbacks.channel_logs(model) == {"a": 0.75, "b": 0.75}
+    for wrapper in tfc.core.find(model, tfc.pruning.PruneFilters):
+        assert int(np.asarray(wrapper.pruning_step)) == 32
+    assert [l.units for l in tfc.shrink(model).layers if isinstance(l, L.Dense)] == [8, 4, 4]
+
+
+MIRRORED = """
+import json
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import tfcompress as tfc
+
+keras.utils.set_random_seed(0)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+schedule = tfc.pruning.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=16, frequency=4)
+with strategy.scope():
+    base = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4)])
+    model = tfc.pruning.prune_filters(base, pruning_schedule=schedule, criterion="l1")
+    model.compile("adam", "mse")
+rng = np.random.default_rng(0)
+x = rng.normal(size=(512, 16)).astype("float32")
+y = x @ rng.normal(size=(16, 4)).astype("float32")
+model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[tfc.pruning.UpdatePruningStep()])
+masks = {}
+for wrapper in tfc.core.find(model, tfc.pruning.PruneFilters):
+    for group, mask in wrapper.channel_masks.items():
+        masks.setdefault(group, []).extend(np.asarray(r.numpy()).tolist()
+                                           for r in mask.value.values)
+print("RESULT" + json.dumps(masks))
+"""
+
+
+def test_mirrored_strategy_gives_one_mask_per_group_on_every_replica():
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
+    masks = json.loads(line[len("RESULT"):])
+    assert len(masks) == 2
+    for copies in masks.values():
+        assert len(copies) == 4  # two wrappers (maker and reader) x two replicas
+        assert all(c == copies[0] for c in copies) and np.mean(copies[0]) == 0.5

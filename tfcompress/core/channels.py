@@ -147,12 +147,13 @@ def _mha_inner(op):
 
 
 def _encoder_inner(op):
-    """keras-hub TransformerEncoder: feed-forward units (heads: see the note in `INNER`)."""
+    """keras-hub TransformerEncoder: its attention heads and its feed-forward units."""
     inner, outer = op._feedforward_intermediate_dense, op._feedforward_output_dense
     uses = [(inner, inner.kernel, 1, "out"), (outer, outer.kernel, 0, "in")]
     if inner.bias is not None:
         uses.append((inner, inner.bias, 0, "out"))
-    return [(f"{op.name}/ffn", op.intermediate_dim, uses, "intermediate_dim")]
+    return [(*_heads(op._self_attention_layer, op, f"{op.name}/heads"), "num_heads"),
+            (f"{op.name}/ffn", op.intermediate_dim, uses, "intermediate_dim")]
 
 
 def _inner_rules():
@@ -166,9 +167,7 @@ def _inner_rules():
 
 
 #: `{layer class: fn(op) -> [(name, size, [(layer, weight, axis, role)], config key)]}`:
-#: groups that live inside one layer. A keras-hub TransformerEncoder computes its
-#: attention's key size from `hidden_dim // num_heads`, so its heads cannot be
-#: removed while keeping that layer's class: its feed-forward units are.
+#: groups that live inside one layer (filled on first use: keras-hub is optional).
 INNER = None
 
 

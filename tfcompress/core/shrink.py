@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from tfcompress.core import channels
+from tfcompress.core import channels, hub
 from tfcompress.core.clone import copy_layer
 from tfcompress.core.graph import find, is_graph_model, rewrite
 from tfcompress.core.strip import strip
@@ -133,8 +133,8 @@ def _rebuild(model, slices, sizes):
         if not isinstance(op, keras.layers.Layer) or not any(
                 id(w) in slices for w in op.weights):
             return copy_layer(op) if isinstance(op, keras.layers.Layer) else op
-        config = {**op.get_config(), **sizes.get(id(op), {})}
-        new = type(op).from_config(config)
+        cls, config = hub.rebuild(op, {**op.get_config(), **sizes.get(id(op), {})})
+        new = cls.from_config(config)
         values = [_sliced(w, slices.get(id(w), ())) for w in op.weights]
 
         def call(*args, **kwargs):
