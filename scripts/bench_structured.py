@@ -356,7 +356,8 @@ COLUMNS = ["method", "filters removed", "kernel sparsity", "parameters", "MMACs"
 def table(result):
     import pandas as pd
 
-    frame = pd.DataFrame(result["rows"])[COLUMNS]
+    frame = pd.DataFrame(result["rows"])[COLUMNS].astype(object)
+    frame = frame.where(frame.notna(), None)  # tabulate prints None as missingval
     return frame.to_markdown(index=False, floatfmt=".3f", intfmt=",", missingval="-")
 
 

@@ -49,4 +49,5 @@ def test_every_technique_registers_with_the_core():
     from tfcompress.core import techniques
 
     assert set(TECHNIQUES) <= {t.name for t in techniques.registered()}
-    assert {"prune", "quantize", "distill", "cluster", "factorize"} <= set(techniques.stages())
+    assert {"prune", "prune_filters", "quantize", "distill", "cluster",
+            "factorize"} <= set(techniques.stages())

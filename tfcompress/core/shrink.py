@@ -67,7 +67,12 @@ def shrink(model):
                     type(use.op))
                 if key:
                     sizes.setdefault(id(use.op), {})[key] = len(kept[group.name])
-    return _rebuild(model, slices, sizes)
+    small = _rebuild(model, slices, sizes)
+    if isinstance(model, keras.Sequential):
+        layers = [layer for layer in small.layers if not isinstance(layer, keras.layers.InputLayer)]
+        small = keras.Sequential([keras.Input(batch_shape=model.input_shape)] + layers,
+                                 name=model.name)
+    return small
 
 
 def _read_channels(group):
