@@ -406,3 +406,19 @@ def test_mirrored_strategy_gives_one_mask_per_group_on_every_replica():
     for copies in masks.values():
         assert len(copies) == 4  # two wrappers (maker and reader) x two replicas
         assert all(c == copies[0] for c in copies) and np.mean(copies[0]) == 0.5
+
+
+def test_nested_model_and_softmax_producer(digits):
+    (x, y), _, _ = digits
+    tower = keras.Sequential([keras.Input((64,)), L.Dense(32, activation="relu", name="t1"),
+                              L.Dense(16, activation="softmax", name="gate")], name="tower")
+    inputs = keras.Input((8, 8, 1))
+    h = L.Flatten()(L.Conv2D(4, 1, name="c")(inputs))
+    h = L.Dense(64, activation="relu", name="d")(h[:, :64])  # a keras.ops slice
+    model = keras.Model(inputs, L.Dense(10, name="head")(tower(h)))
+    groups = tfc.core.channels.channel_groups(model)
+    assert "softmax" in groups["gate"].reason and "keras.ops" in groups["c"].reason
+    pruned, small = _check_shrinks(model, x, y, "sparse_categorical_crossentropy", ratio=0.8)
+    assert small.get_layer("tower").get_layer("t1").units == 16
+    assert small.get_layer("tower").get_layer("gate").units == 16
+    assert small.get_layer("d").units == 32

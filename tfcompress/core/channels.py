@@ -337,7 +337,8 @@ def _mixes_channels(op):
 def _make(op, weight, bias, groups, name, axis=-1, layer=None):
     """New channels made by `weight`'s last axis (and `bias`)."""
     size = int(weight.shape[axis])
-    atom = groups.new(name, size, key=PRODUCERS.get(type(op)))
+    reason = f"'{name}' (its softmax activation mixes them)" if _mixes_channels(op) else None
+    atom = groups.new(name, size, reason=reason, key=PRODUCERS.get(type(op)))
     blocks = (Block(((atom, size),)),)
     groups.use(Use(op, layer or op, weight, len(weight.shape) - 1, blocks, "out"))
     if bias is not None:

@@ -96,7 +96,7 @@ def map_layers(model, fn):
     return new
 
 
-def rewrite(model, operation_fn, input_fn=None, name=None):
+def rewrite(model, operation_fn, input_fn=None, name=None, input_shapes=None):
     """Rebuilds a graph model, running `operation_fn(op)` in place of each op.
 
     `operation_fn(op)` gets each layer (or bare `keras.ops` op) of `model`
@@ -105,6 +105,8 @@ def rewrite(model, operation_fn, input_fn=None, name=None):
     new)` may replace each fresh model input (e.g. to fake-quantize it).
     Inputs keep their names and the input structure (dict, list, single
     tensor) stays the same, so exports keep their signatures.
+    `input_shapes` (a list, one per input) replaces the inputs' shapes (a
+    nested model whose input shrank).
 
     Example: add a ReLU after each Dense (one layer becomes two).
 
@@ -125,8 +127,10 @@ def rewrite(model, operation_fn, input_fn=None, name=None):
         model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
     # Named after the input layers (not the tensors, which a Sequential
     # names `keras_tensor`), so the exported signature keeps its input names.
-    inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype,
-                          name=x._keras_history.operation.name) for x in model.inputs]
+    shapes = input_shapes or [x.shape for x in model.inputs]
+    inputs = [keras.Input(batch_shape=shape, dtype=x.dtype,
+                          name=x._keras_history.operation.name)
+              for x, shape in zip(model.inputs, shapes)]
     feeds = [input_fn(old, new) if input_fn else new for old, new in zip(model.inputs, inputs)]
     made = {}
 

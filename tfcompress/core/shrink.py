@@ -129,10 +129,23 @@ def _reshape_keeping_channels(op):
     return call
 
 
-def _rebuild(model, slices, sizes):
+def _nested(op, slices, sizes):
+    """A nested graph model, rebuilt for the (maybe fewer) channels its inputs now have."""
+    made = []
+
+    def call(*args, **kwargs):
+        if not made:
+            shapes = [tuple(t.shape) for t in keras.tree.flatten(args)]
+            made.append(_rebuild(op, slices, sizes, shapes))
+        return made[0](*args, **kwargs)
+
+    return call
+
+
+def _rebuild(model, slices, sizes, input_shapes=None):
     def replace(op):
         if isinstance(op, keras.Model) and is_graph_model(op):
-            return _rebuild(op, slices, sizes)
+            return _nested(op, slices, sizes)
         if isinstance(op, keras.layers.Reshape):
             return _reshape_keeping_channels(op)
         if not isinstance(op, keras.layers.Layer) or not any(
@@ -149,4 +162,4 @@ def _rebuild(model, slices, sizes):
 
         return call
 
-    return rewrite(model, replace)
+    return rewrite(model, replace, input_shapes=input_shapes)

@@ -210,7 +210,7 @@ class PruneFilters(WeightWrapper):
         total = 0.0
         for value, axis, blocks in sources:
             value = tf.convert_to_tensor(value)
-            if kind in ("l2", "l1", "norm"):
+            if kind in ("l2", "l1"):
                 rank = len(value.shape)
                 others = [a for a in range(rank) if a != axis % rank]
                 value = (tf.reduce_sum(tf.square(value), axis=others) if kind != "l1"
