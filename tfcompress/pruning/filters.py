@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfcompress.core import WeightWrapper, rules
 from tfcompress.core.channels import Block, mask_vector, positions
-from tfcompress.pruning.schedule import ConstantSparsity, PruningSchedule
+from tfcompress.pruning.schedule import as_schedule
 
 #: The ways a channel's importance is scored (see `PruneFilters`).
 CRITERIA = ("l2", "l1", "bn_gamma", "taylor")
@@ -76,13 +76,7 @@ class PruneFilters(WeightWrapper):
     step_driven = True
 
     def __init__(self, layer, channels, pruning_schedule=None, criterion="l2", **kwargs):
-        pruning_schedule = pruning_schedule or ConstantSparsity(0.5, 0)
-        if isinstance(pruning_schedule, dict):
-            pruning_schedule = keras.saving.deserialize_keras_object(pruning_schedule)
-        if not isinstance(pruning_schedule, PruningSchedule):
-            raise ValueError(
-                "pruning_schedule must be a PruningSchedule such as ConstantSparsity or "
-                f"PolynomialDecay, got {type(pruning_schedule).__name__}.")
+        pruning_schedule = as_schedule(pruning_schedule)
         if criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
         super().__init__(layer, **kwargs)

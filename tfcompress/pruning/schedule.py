@@ -213,3 +213,25 @@ class PolynomialDecay(PruningSchedule):
             "power": self.power,
             "frequency": self.frequency,
         }
+
+
+def as_schedule(value):
+    """`value` as a `PruningSchedule`: None is `ConstantSparsity(0.5, 0)`, a dict a saved one.
+
+    Example:
+
+    ```python
+    from tfcompress.pruning import schedule
+    assert schedule.as_schedule(None).target_sparsity == 0.5
+    ```
+    """
+    import keras
+
+    value = ConstantSparsity(0.5, 0) if value is None else value
+    if isinstance(value, dict):
+        value = keras.saving.deserialize_keras_object(value)
+    if not isinstance(value, PruningSchedule):
+        raise ValueError(
+            "pruning_schedule must be a PruningSchedule such as ConstantSparsity or "
+            f"PolynomialDecay, got {type(value).__name__}.")
+    return value

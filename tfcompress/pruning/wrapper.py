@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from tfcompress.core import WeightWrapper, rules
 from tfcompress.pruning import masks, registry
-from tfcompress.pruning.schedule import ConstantSparsity, PruningSchedule
+from tfcompress.pruning.schedule import as_schedule
 
 
 @keras.saving.register_keras_serializable("tfcompress")
@@ -60,15 +60,7 @@ class PruneLowMagnitude(WeightWrapper):
             )
         if weight_names is None and not registry.has_rule(layer) and layer.weights:
             raise registry.unsupported_error(layer)
-        pruning_schedule = pruning_schedule or ConstantSparsity(0.5, 0)
-        if isinstance(pruning_schedule, dict):
-            pruning_schedule = keras.saving.deserialize_keras_object(pruning_schedule)
-        if not isinstance(pruning_schedule, PruningSchedule):
-            raise ValueError(
-                "pruning_schedule must be a PruningSchedule such as "
-                "ConstantSparsity or PolynomialDecay, got "
-                f"{type(pruning_schedule).__name__}."
-            )
+        pruning_schedule = as_schedule(pruning_schedule)
         block_size = tuple(int(b) for b in block_size)
         if len(block_size) != 2 or min(block_size) < 1:
             raise ValueError(
