@@ -20,7 +20,7 @@ the one inside it computes, so a pruned and quantization-aware kernel is
 """
 import keras
 
-from tfcompress.core import steps
+from tfcompress.core import rows, steps
 from tfcompress.core.clone import copy_layer
 
 
@@ -202,9 +202,15 @@ class WeightWrapper(keras.layers.Wrapper):
         inner = {id(v) for v in self.layer.weights}
         return [v for v in self.weights if id(v) not in inner]
 
+    #: `transform_rows(rows, ids, training)`: the rows of an Embedding table a
+    #: batch reads, transformed (see `core.rows`); None: whole tables only.
+    transform_rows = None
+
     def call(self, inputs, *args, training=None, **kwargs):
         # Keras masks travel on the tensors; the inner layer's own __call__
         # picks them up, so no `mask` argument here.
+        if not args and not kwargs and rows.applies(self):
+            return rows.lookup(self, inputs, bool(training))
         layer = self.computing_layer()
         if layer._call_has_training_arg:
             kwargs["training"] = training

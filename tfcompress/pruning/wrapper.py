@@ -112,9 +112,13 @@ class PruneLowMagnitude(WeightWrapper):
 
     def build_state(self, targets):
         layer = self.computing_layer()
+        # An Embedding table's mask is int8: a quarter of a float32 table, not a whole one.
+        table = getattr(layer, "_embeddings", None) if isinstance(
+            layer, keras.layers.Embedding) else None
         self.masks = [
             self.add_weight(
-                name=rules.relative_path(w, layer).replace("/", "_") + "_mask", shape=w.shape, dtype=w.dtype,
+                name=rules.relative_path(w, layer).replace("/", "_") + "_mask", shape=w.shape,
+                dtype="int8" if w is table else w.dtype,
                 initializer="ones", trainable=False, aggregation="none",
             )
             for w in targets
@@ -129,7 +133,13 @@ class PruneLowMagnitude(WeightWrapper):
     def transform_weights(self, values, training):
         if training:
             self.update_masks()
-        return [w * m.value for w, m in zip(values, self.masks)]
+        return [w * keras.ops.cast(m.value, w.dtype) for w, m in zip(values, self.masks)]
+
+    def transform_rows(self, rows, ids, training):
+        """An Embedding's gathered rows times their mask rows (see `core.rows`)."""
+        if training:
+            self.update_masks()
+        return rows * keras.ops.cast(keras.ops.take(self.masks[0].value, ids, axis=0), rows.dtype)
 
     def update_masks(self):
         """Training-time step: recompute the masks if the schedule says so."""
@@ -144,7 +154,8 @@ class PruneLowMagnitude(WeightWrapper):
         for w, m in zip(targets, self.masks):
             # `* m`: a pruned weight is never revived, even if a later target is
             # lower (e.g. a schedule restarted by hand).
-            m.assign(self._new_mask(w.value * m.value, sparsity) * m.value)
+            kept = tf.cast(m.value, w.dtype)
+            m.assign(tf.cast(self._new_mask(w.value * kept, sparsity) * kept, m.dtype))
         return tf.no_op()
 
     def _new_mask(self, weights, sparsity):

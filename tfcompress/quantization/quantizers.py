@@ -107,25 +107,30 @@ class _RangeQuantizer(Quantizer):
     def __call__(self, inputs, training, weights, min_span=0.0, **kwargs):
         """`min_span`: in training, widen the batch range downwards to at least this."""
         if training:
-            # Ranges are statistics, not parameters: no gradient flows into
-            # them (TFMOT reads them from variables). Without this, TF's
-            # min/max gradients added ~4x the ops to every train step.
-            batch = tf.stop_gradient(tf.cast(inputs, "float32"))
-            low, high = self._batch_range(batch)
-            if min_span:
-                low = tf.minimum(low, high - min_span)
-            # One NaN/Inf in a batch (a bad training row) must not become the
-            # range: the batch is skipped and counted, the range kept.
-            finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(low)),
-                                    tf.reduce_all(tf.math.is_finite(high)))
-            next_low, next_high = self._next_range(low, high, weights, finite)
-            low = tf.where(finite, next_low, weights["min"].value)
-            high = tf.where(finite, next_high, weights["max"].value)
-            weights["min"].assign(low)
-            weights["max"].assign(high)
-            weights[NONFINITE].assign_add(1.0 - tf.cast(finite, "float32"))
+            low, high = self.track(inputs, weights, min_span)
             return self._fake_quant(inputs, low, high)
         return self._fake_quant(inputs, weights["min"].value, weights["max"].value)
+
+    def track(self, inputs, weights, min_span=0.0):
+        """Training step: the range of `inputs` (folded into the stored one), stored and returned."""
+        # Ranges are statistics, not parameters: no gradient flows into
+        # them (TFMOT reads them from variables). Without this, TF's
+        # min/max gradients added ~4x the ops to every train step.
+        batch = tf.stop_gradient(tf.cast(inputs, "float32"))
+        low, high = self._batch_range(batch)
+        if min_span:
+            low = tf.minimum(low, high - min_span)
+        # One NaN/Inf in a batch (a bad training row) must not become the
+        # range: the batch is skipped and counted, the range kept.
+        finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(low)),
+                                tf.reduce_all(tf.math.is_finite(high)))
+        next_low, next_high = self._next_range(low, high, weights, finite)
+        low = tf.where(finite, next_low, weights["min"].value)
+        high = tf.where(finite, next_high, weights["max"].value)
+        weights["min"].assign(low)
+        weights["max"].assign(high)
+        weights[NONFINITE].assign_add(1.0 - tf.cast(finite, "float32"))
+        return low, high
 
     def _next_range(self, low, high, weights, finite):
         """The range to use and store, from this batch's range and the stored one

@@ -6,7 +6,7 @@ from tfcompress.core import WeightWrapper
 from tfcompress.core.wrapper import InsertedLayer, expose_input_shape
 from tfcompress.quantization.config import QuantizeConfig, activation_quantizer
 from tfcompress.quantization.inner import InnerRanges
-from tfcompress.quantization.quantizers import Quantizer
+from tfcompress.quantization.quantizers import Quantizer, _RangeQuantizer
 
 
 def _needs_pre(activation):
@@ -116,6 +116,26 @@ class QuantizeWrapper(WeightWrapper):
             value = value if mask is None else value * mask.value
             out.append(q(value, training, weights))
         return out
+
+    def transform_rows(self, rows, ids, training):
+        """An Embedding's gathered rows, fake-quantized with the whole table's range
+        (the range is the table's, as in `transform_weights`; see `core.rows`)."""
+        (quantizer,), (weights,), (mask,) = self._weight_quantizers, self._weight_vars, self._masks
+        if mask is not None:
+            rows = rows * keras.ops.take(mask.value, ids, axis=0)
+        if training:
+            table = self._targets[0].value
+            low, high = quantizer.track(table if mask is None else table * mask.value, weights)
+        else:
+            low, high = weights["min"].value, weights["max"].value
+        return quantizer._fake_quant(rows, low, high)
+
+    def rows_supported(self):
+        """Row by row only for one per-tensor range over the table (the default config)."""
+        quantizers = getattr(self, "_weight_quantizers", [])
+        return (len(quantizers) == 1 and isinstance(quantizers[0], _RangeQuantizer)
+                and not quantizers[0].per_axis and not self._activations
+                and self._inner is None)
 
     def wrapper_kwargs(self):
         return {**super().wrapper_kwargs(), "quantize_config": self.quantize_config}

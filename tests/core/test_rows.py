@@ -1,0 +1,63 @@
+"""Embedding lookups row by row: the same outputs as whole-table transforms, sparse gradients."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfcompress as tfc
+from tfcompress.core import rows
+
+
+def _table_model(wrap):
+    ids = keras.Input((3,), dtype="int32")
+    vectors = wrap(keras.layers.Embedding(500, 8, name="table"))(ids)
+    return keras.Model(ids, keras.layers.Dense(1)(keras.layers.Flatten()(vectors)))
+
+
+def test_pruned_rows_equal_the_masked_table_and_the_gradient_stays_sparse(rng):
+    layer = tfc.pruning.PruneLowMagnitude(
+        keras.layers.Embedding(500, 8),
+        pruning_schedule=tfc.pruning.ConstantSparsity(0.5, 0, frequency=1000))
+    ids = rng.integers(0, 500, (16, 3)).astype("int32")
+    layer(ids)
+    assert rows.applies(layer) and layer.masks[0].dtype == "int8"
+    layer.masks[0].assign((rng.random((500, 8)) > 0.5).astype("int8"))
+    table = np.asarray(layer.layer.embeddings) * np.asarray(layer.masks[0])
+    np.testing.assert_allclose(layer(ids), table[ids], rtol=0, atol=0)
+    tfc.core.steps.bind([layer], tf.Variable(5, dtype="int64"))  # a step, no update at it
+    with tf.GradientTape() as tape:
+        out = layer(ids, training=True)
+    np.testing.assert_allclose(out, table[ids], rtol=0, atol=0)
+    grad = tape.gradient(out, layer.layer.embeddings.value)
+    assert isinstance(grad, tf.IndexedSlices)  # only the rows the batch read
+    np.testing.assert_array_equal(tfc.strip(keras.Sequential([keras.Input((3,), dtype="int32"),
+                                                              layer])).layers[0].embeddings,
+                                  table)
+
+
+def test_quantized_rows_equal_the_fake_quantized_table(rng):
+    model = tfc.quantization.quantize_model(_table_model(lambda layer: layer))
+    wrapper = model.get_layer("quant_table")
+    assert rows.applies(wrapper)
+    x = rng.integers(0, 500, (64, 3)).astype("int32")
+    model.compile("adam", "mse")
+    model.fit(x, rng.normal(size=(64, 1)), batch_size=16, verbose=0)
+    wrapper(x[:4], training=True)  # a training lookup after the last update: the range is now
+    table = np.asarray(wrapper.layer.embeddings)
+    (weights,) = wrapper._weight_vars
+    low, high = float(np.asarray(weights["min"])), float(np.asarray(weights["max"]))
+    assert low <= table.min() and high >= table.max()  # the whole table's range, not the rows'
+    assert high - low <= 2.05 * np.abs(table).max()  # and no wider
+    expected = wrapper._weight_quantizers[0]._fake_quant(table, low, high)  # the whole table
+    got = rows.lookup(wrapper, x[:4], training=False)  # before the layer's output range
+    np.testing.assert_allclose(got, np.asarray(expected)[x[:4]], atol=1e-6)
+
+
+def test_wrappers_that_need_the_whole_table_keep_it():
+    subclass = type("MyEmbedding", (keras.layers.Embedding,), {})
+    layer = tfc.pruning.PruneLowMagnitude(subclass(50, 4), weight_names=["embeddings"])
+    layer(np.zeros((2,), "int32"))
+    assert not rows.applies(layer)  # a subclass may compute differently
+    clustered = tfc.clustering.cluster_weights(keras.layers.Embedding(50, 4), number_of_clusters=4)
+    clustered(np.zeros((2,), "int32"))
+    assert not rows.applies(clustered)

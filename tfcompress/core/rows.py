@@ -1,0 +1,48 @@
+"""Embedding lookups transformed row by row: the work grows with the rows a batch reads.
+
+A wrapper that substitutes a whole transformed table (`table * mask`) makes
+every training step touch every row: the multiply, a table-sized gradient,
+and a dense optimizer update of the table. For a plain `keras.layers.Embedding`
+whose wrappers all implement `transform_rows(rows, ids, training)` (and,
+where they define it, say yes to `rows_supported()`),
+`WeightWrapper` instead gathers the rows the batch asks for and lets each
+wrapper transform only those: the table's gradient stays `IndexedSlices` (the
+rows read) and the per-step cost follows the batch, not the table.
+
+Example:
+
+```python
+import keras
+import tfcompress as tfc
+from tfcompress.core import rows
+layer = tfc.pruning.PruneLowMagnitude(keras.layers.Embedding(1000, 8))
+layer(keras.ops.zeros((2,), "int32"))
+assert rows.applies(layer)
+```
+"""
+
+import keras
+
+
+def applies(wrapper):
+    """True when `wrapper`'s lookups can be done row by row (see the module docstring)."""
+    layer = wrapper.computing_layer()
+    if type(layer) is not keras.layers.Embedding:  # subclasses may compute differently
+        return False
+    if getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False):
+        return False
+    table = layer._embeddings
+    return all(getattr(w, "transform_rows", None) is not None
+               and [id(t) for t in w.targets] == [id(table)]
+               and getattr(w, "rows_supported", lambda: True)() for w in wrapper.chain())
+
+
+def lookup(wrapper, ids, training):
+    """The wrapped Embedding's output, each wrapper transforming the gathered rows (innermost first)."""
+    layer = wrapper.computing_layer()
+    if ids.dtype != "int32" and ids.dtype != "int64":
+        ids = keras.ops.cast(ids, "int32")
+    rows = keras.ops.take(layer._embeddings, ids, axis=0)
+    for inner in reversed(wrapper.chain()):
+        rows = inner.transform_rows(rows, ids, training)
+    return keras.ops.cast(rows, layer.compute_dtype)
