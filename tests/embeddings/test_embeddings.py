@@ -1,0 +1,55 @@
+"""Embedding tables compressed row-wise: trained in fit, stored int8 in .keras and TFLite."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import tfcompress as tfc
+from tfcompress import examples
+from tfcompress.core import rows
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_rowwise_tables_train_strip_and_export_as_int8(bits, tmp_path):
+    features, clicks = examples.click_logs(n=4096)
+    keras.utils.set_random_seed(0)
+    model = tfc.embeddings.compress_embeddings(examples.click_model(), f"rowwise_int{bits}",
+                                               min_rows=100)
+    wrapped = {w.layer.name for w in tfc.core.find(model, tfc.embeddings.RowwiseQuantize)}
+    assert wrapped == {"user_embedding", "item_embedding"}  # context has 8 rows
+    assert all(rows.applies(w) for w in tfc.core.find(model, tfc.embeddings.RowwiseQuantize))
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+    model.fit(features, clicks, batch_size=256, epochs=2, verbose=0)
+    plain = tfc.strip(model)
+    table = plain.get_layer("user_embedding")
+    assert isinstance(table, tfc.embeddings.Int8RowsEmbedding)
+    values = np.asarray(table.values)
+    assert values.dtype == np.int8 and np.abs(values).max() == 2 ** (bits - 1) - 1
+    first = {k: v[:64] for k, v in features.items()}
+    np.testing.assert_allclose(plain.predict(first, verbose=0), model.predict(first, verbose=0),
+                               atol=1e-5)
+    path = os.path.join(tmp_path, "plain.keras")
+    plain.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path).predict(first, verbose=0),
+                               plain.predict(first, verbose=0), atol=1e-6)
+    content = tfc.export.to_tflite(plain)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    tensors = {tuple(d["shape"]): d["dtype"] for d in interpreter.get_tensor_details()}
+    assert tensors[(200, 16)] == np.int8 and tensors[(100, 16)] == np.int8  # tables int8
+    from tests.helpers import run_tflite
+
+    np.testing.assert_allclose(run_tflite(content, first).reshape(-1),
+                               plain.predict(first, verbose=0).reshape(-1), atol=1e-5)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="method must be one of"):
+        tfc.embeddings.compress_embeddings(examples.click_model(), "rowwise_int2")
+    with pytest.raises(ValueError, match="no Embedding layer named"):
+        tfc.embeddings.compress_embeddings(examples.click_model(), layers=["users"])
+    with pytest.raises(ValueError, match="bits must be 8 or 4"):
+        tfc.embeddings.RowwiseQuantize(keras.layers.Embedding(10, 2), bits=3)

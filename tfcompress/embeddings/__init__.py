@@ -1,0 +1,18 @@
+"""Embedding-table compression: drop-in tables that train in `fit` and export small.
+
+```python
+import tfcompress as tfc
+model = tfc.embeddings.compress_embeddings(model, "rowwise_int4", min_rows=10_000)
+model.fit(...)
+tfc.export.to_tflite(tfc.strip(model), "model.tflite")   # tables stored int8, one scale per row
+```
+"""
+
+from tfcompress import core
+from tfcompress.embeddings import rowwise
+from tfcompress.embeddings.api import METHODS, compress_embeddings
+from tfcompress.embeddings.rowwise import Int8RowsEmbedding, RowwiseQuantize
+
+__all__ = ["Int8RowsEmbedding", "METHODS", "RowwiseQuantize", "compress_embeddings", "rowwise"]
+
+core.register(core.Technique("embeddings"))

@@ -1,0 +1,59 @@
+"""`compress_embeddings`: the chosen Embedding tables of a model, compressed in place."""
+
+import keras
+
+from tfcompress.core import copy_layer, find, is_graph_model, map_layers
+from tfcompress.embeddings.rowwise import RowwiseQuantize
+
+#: method → what wraps (or replaces) one plain Embedding layer
+METHODS = {
+    "rowwise_int8": lambda layer: RowwiseQuantize(layer, bits=8),
+    "rowwise_int4": lambda layer: RowwiseQuantize(layer, bits=4),
+}
+
+
+def compress_embeddings(model, method="rowwise_int8", layers=None, min_rows=None):
+    """A copy of `model` whose Embedding tables are compressed by `method`.
+
+    Methods: `"rowwise_int8"`, `"rowwise_int4"` (`RowwiseQuantize`:
+    quantization-aware, one scale per row; after `tfcompress.strip` the
+    table is stored as int8). Train the result with an ordinary `fit`
+    (towers may be pruned or quantization-aware beside it), then strip and
+    export it.
+
+    Args:
+        model: a Sequential or functional model.
+        method: one of `METHODS`.
+        layers: names of the Embedding layers to compress; default all that
+            have at least `min_rows` rows.
+        min_rows: with `layers=None`, only tables this large (default: all).
+
+    Example:
+
+    ```python
+    import tfcompress as tfc
+    from tfcompress import examples
+    model = tfc.embeddings.compress_embeddings(examples.click_model(), "rowwise_int8",
+                                               min_rows=100)
+    ```
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}.")
+    if not isinstance(model, keras.Model) or not is_graph_model(model):
+        raise ValueError("compress_embeddings takes a Sequential or functional keras Model; got "
+                         f"{type(model).__name__}.")
+    tables = [layer for layer in find(model, keras.layers.Embedding)
+              if type(layer) is keras.layers.Embedding]
+    if layers is not None:
+        names = [layers] if isinstance(layers, str) else list(layers)
+        known = {t.name for t in tables}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"compress_embeddings: no Embedding layer named {unknown}; the "
+                             f"model's Embedding layers: {sorted(known)}.")
+        chosen = {id(t) for t in tables if t.name in names}
+    else:
+        chosen = {id(t) for t in tables if min_rows is None or t.input_dim >= min_rows}
+    make = METHODS[method]
+    return map_layers(model, lambda layer: make(copy_layer(layer)) if id(layer) in chosen
+                      else copy_layer(layer))
