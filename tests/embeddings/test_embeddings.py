@@ -26,7 +26,14 @@ def test_rowwise_tables_train_strip_and_export_as_int8(bits, tmp_path):
     table = plain.get_layer("user_embedding")
     assert isinstance(table, tfc.embeddings.Int8RowsEmbedding)
     values = np.asarray(table.values)
-    assert values.dtype == np.int8 and np.abs(values).max() == 2 ** (bits - 1) - 1
+    assert values.dtype == np.int8 and values.shape == (200, 16 * bits // 8)
+    unpacked = np.asarray(tfc.embeddings.rowwise.unpack_int4(values, 16)) if bits == 4 else values
+    assert np.abs(unpacked).max() == 2 ** (bits - 1) - 1
+    codes = np.asarray(table.scales)
+    assert codes.dtype == np.int8
+    scales = np.asarray(tfc.embeddings.rowwise.decode_scales(codes))
+    np.testing.assert_allclose(plain.get_layer("user_embedding")(np.arange(200)),
+                               unpacked * scales[:, None], atol=1e-7)
     first = {k: v[:64] for k, v in features.items()}
     np.testing.assert_allclose(plain.predict(first, verbose=0), model.predict(first, verbose=0),
                                atol=1e-5)
@@ -39,11 +46,27 @@ def test_rowwise_tables_train_strip_and_export_as_int8(bits, tmp_path):
 
     interpreter = Interpreter(model_content=content)
     tensors = {tuple(d["shape"]): d["dtype"] for d in interpreter.get_tensor_details()}
-    assert tensors[(200, 16)] == np.int8 and tensors[(100, 16)] == np.int8  # tables int8
+    width = 16 * bits // 8
+    assert tensors[(200, width)] == np.int8 and tensors[(100, width)] == np.int8  # the tables
+    assert tensors[(200,)] == np.int8  # the scale codes
     from tests.helpers import run_tflite
 
     np.testing.assert_allclose(run_tflite(content, first).reshape(-1),
                                plain.predict(first, verbose=0).reshape(-1), atol=1e-5)
+
+
+@pytest.mark.parametrize("bits,ratio", [(8, 0.27), (4, 0.14)])
+def test_a_large_table_takes_a_quarter_or_an_eighth_of_its_float_bytes(bits, ratio, rng):
+    ids = keras.Input((), dtype="int32", name="id")
+    model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Embedding(20000, 32)(ids)))
+    compressed = tfc.embeddings.compress_embeddings(model, f"rowwise_int{bits}")
+    compressed.compile("adam", "mse")
+    compressed.fit(rng.integers(0, 20000, 512), rng.normal(size=512), verbose=0)
+    content = tfc.export.to_tflite(tfc.strip(compressed))
+    float_bytes = len(tfc.export.to_tflite(model))
+    assert float_bytes > 20000 * 32 * 4
+    # int8: 32 + 1 bytes a row (values, scale code); int4: 16 + 1; float32: 128
+    assert len(content) <= ratio * float_bytes, len(content) / float_bytes
 
 
 def test_bad_input():

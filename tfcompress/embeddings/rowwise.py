@@ -11,8 +11,32 @@ def _levels(bits):
     return 2 ** (bits - 1) - 1  # symmetric, narrow: int8 [-127, 127], int4 [-7, 7]
 
 
+#: A row's scale is stored as one int8 code e: scale = 2 ** (e / STEPS_PER_OCTAVE + OFFSET),
+#: 2^(1/16) apart (at most 4.4 % of resolution lost), from 2^-14 to 2^1.94 (rows up to
+#: ~490 in int8, ~27 in int4). TFLite's GATHER reads no float16, so a byte it is.
+STEPS_PER_OCTAVE, OFFSET = 16.0, -6.0
+
+
+def _scale_codes(max_abs, bits):
+    """int8 codes of the smallest representable scales >= max |row| / levels."""
+    scale = tf.maximum(tf.cast(max_abs, "float32") / _levels(bits), 1e-30)
+    code = tf.math.ceil((tf.math.log(scale) / np.log(2.0) - OFFSET) * STEPS_PER_OCTAVE - 1e-4)
+    return tf.cast(tf.clip_by_value(code, -128, 127), "int8")
+
+
+def decode_scales(codes):
+    """float32 scales of int8 codes (CAST, MUL, ADD, EXP: TFLite builtins)."""
+    code = keras.ops.cast(codes, "float32")
+    return keras.ops.exp((code / STEPS_PER_OCTAVE + OFFSET) * float(np.log(2.0)))
+
+
+def _scales(max_abs, bits):
+    """Per-row scales exactly as stored (through their int8 codes)."""
+    return decode_scales(_scale_codes(max_abs, bits))
+
+
 def quantize_rows(table, bits):
-    """`(values int8, scales float32)`: each row symmetric over its own max |value|.
+    """`(values int8, scale codes int8)`: each row symmetric over its own max |value|.
 
     Example:
 
@@ -20,21 +44,53 @@ def quantize_rows(table, bits):
     import numpy as np
     from tfcompress.embeddings import rowwise
     q, s = rowwise.quantize_rows(np.array([[0.5, -1.0], [2.0, 0.0]], "float32"), 8)
-    assert q.dtype == np.int8 and np.allclose(q * s[:, None], [[0.5, -1.0], [2.0, 0.0]], atol=1e-2)
+    scales = np.asarray(rowwise.decode_scales(s))
+    assert q.dtype == np.int8 and np.allclose(q * scales[:, None], [[0.5, -1.0], [2.0, 0.0]],
+                                              atol=1e-2)
     ```
     """
     table = np.asarray(table, "float32")
-    scales = np.abs(table).max(axis=1) / _levels(bits)
-    scales = np.where(scales > 0, scales, 1.0).astype("float32")
+    codes = np.asarray(_scale_codes(np.abs(table).max(axis=1), bits))
+    scales = np.asarray(decode_scales(codes))
     values = np.clip(np.round(table / scales[:, None]), -_levels(bits), _levels(bits))
-    return values.astype("int8"), scales
+    return values.astype("int8"), codes
+
+
+def pack_int4(values):
+    """int4 values in [-7, 7], two per byte (even column low), as int8 `(rows, ceil(dim / 2))`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from tfcompress.embeddings import rowwise
+    packed = rowwise.pack_int4(np.array([[1, -7, 3]], "int8"))
+    assert packed.shape == (1, 2)
+    ```
+    """
+    values = np.asarray(values, "int32")
+    if values.shape[1] % 2:
+        values = np.pad(values, [(0, 0), (0, 1)])
+    low, high = values[:, 0::2] + 8, values[:, 1::2] + 8
+    return (high * 16 + low - 128).astype("int8")
+
+
+def unpack_int4(packed, dim):
+    """The inverse of `pack_int4` in graph ops TFLite has as builtins (CAST, FLOOR_DIV, SUB)."""
+    ops = keras.ops
+    byte = ops.cast(packed, "int32") + 128
+    high = ops.floor_divide(byte, 16)
+    low = byte - high * 16
+    pairs = ops.stack([low - 8, high - 8], axis=-1)
+    shape = ops.shape(packed)
+    values = ops.reshape(pairs, (*shape[:-1], 2 * packed.shape[-1]))
+    return values[..., :dim]
 
 
 def _fake_quant_rows(rows, bits):
     """Rows on their own int grid, straight-through gradient (rows: [..., dim])."""
     levels = float(_levels(bits))
-    scale = tf.stop_gradient(tf.reduce_max(tf.abs(rows), axis=-1, keepdims=True) / levels)
-    scale = tf.where(scale > 0, scale, tf.ones_like(scale))
+    scale = tf.stop_gradient(_scales(tf.reduce_max(tf.abs(rows), axis=-1, keepdims=True), bits))
     rounded = tf.clip_by_value(tf.round(rows / scale), -levels, levels) * scale
     return rows + tf.stop_gradient(rounded - rows)
 
@@ -44,12 +100,13 @@ class RowwiseQuantize(WeightWrapper):
     """Quantization-aware training of an Embedding table, one symmetric scale per row.
 
     Each row the batch reads is rounded to `bits` bits on its own scale
-    (max |value| of the row over 127, or 7 for int4), with a straight-through
+    (max |value| of the row over 127, or 7 for int4; the scale as its int8
+    code stores it, see `STEPS_PER_OCTAVE`), with a straight-through
     gradient, so the model learns around the rounding; only the gathered rows
     are touched (`core.rows`). `tfcompress.strip` turns it into an
-    `Int8RowsEmbedding`: int8 values and one float32 scale per row, which
-    TFLite stores as an int8 tensor and dequantizes after the GATHER. int4
-    values are stored in int8 (LiteRT's GATHER reads no packed int4 table).
+    `Int8RowsEmbedding`: int8 values (int4 packed two per byte) and one int8
+    scale code per row, which TFLite stores as they are and dequantizes
+    after the GATHER.
 
     Args:
         layer: a `keras.layers.Embedding`.
@@ -97,11 +154,13 @@ class RowwiseQuantize(WeightWrapper):
 
 @keras.saving.register_keras_serializable("tfcompress")
 class Int8RowsEmbedding(keras.layers.Layer):
-    """An Embedding stored as int8 values with one float32 scale per row.
+    """An Embedding stored as int8 values (or int4, two per byte), one int8 scale code per row.
 
-    Looks up the int8 rows, then multiplies by their scales: the `.keras`
-    file and the TFLite flatbuffer hold the table as int8 (a quarter of
-    float32). Made by stripping `RowwiseQuantize`; `mask_zero` as Embedding.
+    Looks up the rows, unpacks int4 if need be, and multiplies by their
+    scales (`rowwise.decode_scales`): the `.keras` file and the TFLite
+    flatbuffer hold the table as int8 (a quarter of float32; int4: an
+    eighth) plus one byte per row.
+    Made by stripping `RowwiseQuantize`; `mask_zero` as Embedding.
 
     Example:
 
@@ -111,7 +170,7 @@ class Int8RowsEmbedding(keras.layers.Layer):
     values = np.array([[1, -2], [3, 4]], "int8")
     layer = tfc.embeddings.Int8RowsEmbedding(2, 2)
     layer.build()
-    layer.set_weights([values, np.array([0.5, 0.25], "float32")])
+    layer.set_weights([values, np.array([80, 64], "int8")])  # scales 2^-1, 2^-2
     assert np.allclose(layer(np.array([1])), [[0.75, 1.0]])
     ```
     """
@@ -123,10 +182,11 @@ class Int8RowsEmbedding(keras.layers.Layer):
         self.supports_masking = self.mask_zero
 
     def build(self, input_shape=None):
-        self.values = self.add_weight(name="values", shape=(self.input_dim, self.output_dim),
+        columns = (self.output_dim + 1) // 2 if self.bits == 4 else self.output_dim
+        self.values = self.add_weight(name="values", shape=(self.input_dim, columns),
                                       dtype="int8", initializer="zeros", trainable=False)
-        self.scales = self.add_weight(name="scales", shape=(self.input_dim,), initializer="ones",
-                                      trainable=False)
+        self.scales = self.add_weight(name="scale_codes", shape=(self.input_dim,), dtype="int8",
+                                      initializer="zeros", trainable=False)
         self.built = True
 
     @classmethod
@@ -134,13 +194,16 @@ class Int8RowsEmbedding(keras.layers.Layer):
         layer = cls(embedding.input_dim, embedding.output_dim, mask_zero=embedding.mask_zero,
                     bits=bits, name=embedding.name)
         layer.build()
-        layer.set_weights([values, scales])
+        layer.set_weights([pack_int4(values) if bits == 4 else values, scales])
         return layer
 
     def call(self, inputs):
         ids = keras.ops.cast(inputs, "int32")
-        rows = keras.ops.cast(keras.ops.take(self.values, ids, axis=0), "float32")
-        return rows * keras.ops.expand_dims(keras.ops.take(self.scales, ids, axis=0), -1)
+        rows = keras.ops.take(self.values, ids, axis=0)
+        if self.bits == 4:
+            rows = unpack_int4(rows, self.output_dim)
+        scales = decode_scales(keras.ops.take(self.scales, ids, axis=0))
+        return keras.ops.cast(rows, "float32") * keras.ops.expand_dims(scales, -1)
 
     def compute_mask(self, inputs, mask=None):
         return keras.ops.not_equal(inputs, 0) if self.mask_zero else None
