@@ -76,3 +76,47 @@ def test_bad_input():
         tfc.embeddings.compress_embeddings(examples.click_model(), layers=["users"])
     with pytest.raises(ValueError, match="bits must be 8 or 4"):
         tfc.embeddings.RowwiseQuantize(keras.layers.Embedding(10, 2), bits=3)
+
+
+@pytest.mark.parametrize("method,options,rows", [
+    ("qr", {"operation": "mult"}, 15 + 14 + 10 + 10),   # user 200: 14+15; item 100: 10+10
+    ("qr", {"operation": "concat"}, 15 + 14 + 10 + 10),
+    ("qr", {"operation": "add", "num_buckets": 20}, 10 + 20 + 5 + 20),
+    ("hashed", {"num_buckets": 37, "num_hashes": 2}, 37 + 37),
+])
+def test_smaller_tables_train_save_and_run_in_litert(method, options, rows, tmp_path):
+    features, clicks = examples.click_logs(n=4096)
+    keras.utils.set_random_seed(0)
+    dense = examples.click_model()
+    model = tfc.embeddings.compress_embeddings(dense, method, min_rows=100, **options)
+    tables = [model.get_layer(n) for n in ("user_embedding", "item_embedding")]
+    assert sum(int(np.prod(w.shape)) for t in tables for w in t.weights) == rows * (
+        16 if options.get("operation") != "concat" else 8)
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc")])
+    history = model.fit(features, clicks, batch_size=256, epochs=3, verbose=0)
+    assert history.history["auc"][-1] > 0.6  # it learns
+    first = {k: v[:64] for k, v in features.items()}
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path).predict(first, verbose=0),
+                               model.predict(first, verbose=0), atol=1e-6)
+    content = tfc.export.to_tflite(model)  # builtins only, or it raises
+    from tests.helpers import run_tflite
+
+    np.testing.assert_allclose(run_tflite(content, first).reshape(-1),
+                               model.predict(first, verbose=0).reshape(-1), atol=1e-5)
+    if method == "qr":  # every id keeps its own vector
+        vectors = np.asarray(tables[0](np.arange(200)))
+        assert len(np.unique(vectors.round(6), axis=0)) == 200
+
+
+def test_qr_and_hashed_bad_options():
+    with pytest.raises(ValueError, match="operation must be one of"):
+        tfc.embeddings.QREmbedding(100, 8, operation="max")
+    with pytest.raises(ValueError, match="even output_dim"):
+        tfc.embeddings.QREmbedding(100, 7, operation="concat")
+    with pytest.raises(ValueError, match="num_buckets must be in"):
+        tfc.embeddings.HashedEmbedding(100, 8, num_buckets=10 ** 6)
+    with pytest.raises(ValueError, match="takes no options"):
+        tfc.embeddings.compress_embeddings(examples.click_model(), "rowwise_int8", bits=4)

@@ -4,22 +4,36 @@ import keras
 
 from tfcompress.core import copy_layer, find, is_graph_model, map_layers
 from tfcompress.embeddings.rowwise import RowwiseQuantize
+from tfcompress.embeddings.tables import HashedEmbedding, QREmbedding
 
-#: method → what wraps (or replaces) one plain Embedding layer
+
+def _replacement(cls):
+    def make(layer, **options):
+        return cls(layer.input_dim, layer.output_dim, mask_zero=layer.mask_zero,
+                   name=layer.name, **options)
+    return make
+
+
+#: method → `make(plain Embedding layer, **options)`: what wraps or replaces it
 METHODS = {
     "rowwise_int8": lambda layer: RowwiseQuantize(layer, bits=8),
     "rowwise_int4": lambda layer: RowwiseQuantize(layer, bits=4),
+    "qr": _replacement(QREmbedding),
+    "hashed": _replacement(HashedEmbedding),
 }
 
 
-def compress_embeddings(model, method="rowwise_int8", layers=None, min_rows=None):
+def compress_embeddings(model, method="rowwise_int8", layers=None, min_rows=None, **options):
     """A copy of `model` whose Embedding tables are compressed by `method`.
 
     Methods: `"rowwise_int8"`, `"rowwise_int4"` (`RowwiseQuantize`:
-    quantization-aware, one scale per row; after `tfcompress.strip` the
-    table is stored as int8). Train the result with an ordinary `fit`
-    (towers may be pruned or quantization-aware beside it), then strip and
-    export it.
+    quantization-aware, one scale per row, the trained table kept; after
+    `tfcompress.strip` the table is stored as int8); `"qr"` (`QREmbedding`,
+    options `num_buckets`, `operation`) and `"hashed"` (`HashedEmbedding`,
+    options `num_buckets` (required), `num_hashes`, `seed`): smaller tables
+    that replace the layer (same name), trained from a fresh initialization.
+    Train the result with an ordinary `fit` (towers may be pruned or
+    quantization-aware beside it), then strip and export it.
 
     Args:
         model: a Sequential or functional model.
@@ -27,6 +41,7 @@ def compress_embeddings(model, method="rowwise_int8", layers=None, min_rows=None
         layers: names of the Embedding layers to compress; default all that
             have at least `min_rows` rows.
         min_rows: with `layers=None`, only tables this large (default: all).
+        **options: the method's options (see above).
 
     Example:
 
@@ -55,5 +70,7 @@ def compress_embeddings(model, method="rowwise_int8", layers=None, min_rows=None
     else:
         chosen = {id(t) for t in tables if min_rows is None or t.input_dim >= min_rows}
     make = METHODS[method]
-    return map_layers(model, lambda layer: make(copy_layer(layer)) if id(layer) in chosen
-                      else copy_layer(layer))
+    if method.startswith("rowwise") and options:
+        raise ValueError(f"method={method!r} takes no options; got {sorted(options)}.")
+    return map_layers(model, lambda layer: make(copy_layer(layer), **options)
+                      if id(layer) in chosen else copy_layer(layer))
