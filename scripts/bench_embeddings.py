@@ -1,4 +1,28 @@
-"""Embedding tables at the scale they have: train-step time and peak memory, wrapped vs not.
+"""Embedding tables: the methods' bytes and AUC on a DCN-v2, and the cost at scale.
+
+Part 1, methods. A keras-rs DCN-v2 (user and item tables, dim 32,
+concatenated, two `FeatureCross` layers, Dense 64, a sigmoid click) on
+synthetic click logs from a stated generative model: users (50,000) and
+items (5,000) have latent factors `N(0, I/sqrt(8))` and items a bias
+`N(0, 0.5)`; user and item ids are drawn from truncated Zipf laws
+(alpha 1.1 for users, 1.2 for items: a few ids are most of the traffic,
+most rows are rarely read); P(click) = sigmoid(6 u.v + b - 1). 400,000
+training logs, 100,000 test logs. fp32 is trained 3 epochs (Adam 2e-3,
+batch 1024). Row-wise int8/int4 start from the trained model (QAT) and
+fine-tune 1 epoch, beside "fp32 +1 epoch" (the same extra epoch in float,
+their reference, also the model the converter quantizes); QR (mult, 10
+quotient rows and a tenth of the rows as remainders) and hashed (2 hashes,
+1/16 of each table's rows) are trained from scratch like fp32 (3 epochs),
+fp32 their reference. The
+converter's own post-training quantization (dynamic range, and full int8
+with 512 representative logs) is the baseline.
+Columns: table bytes in the TFLite flatbuffer (what its GATHER ops read:
+tables, scale codes), their ratio to fp32, test AUC in LiteRT and its
+change from the row's reference. Targets: row-wise int4 <= 0.15x bytes at <= 0.002 AUC
+loss; QR >= 8x smaller at <= 0.005 AUC loss; row-wise int8 >= the
+converter's int8 at equal bytes.
+
+Part 2, scale: train-step time and peak memory, wrapped vs not.
 
 A click model with one `Embedding(rows, 32)` table and a small tower
 (Dense 64 relu, Dense 1 sigmoid), batch 256, ids drawn from a Zipf law
@@ -13,9 +37,10 @@ same rows and optimizer, peak resident memory (ru_maxrss) and its ratio.
 Targets (issue 16): at 10^6 rows, step time <= 1.2x and peak memory <= 1.25x
 the unwrapped model, for pruning and QAT.
 
-    python scripts/bench_embeddings.py            # 10^5 and 10^6 rows, Adam and SGD (~4 min)
-    python scripts/bench_embeddings.py --quick    # 10^5 rows, Adam only
-    python scripts/bench_embeddings.py --rows 1e7 # add 10^7 rows (needs ~12 GB)
+    python scripts/bench_embeddings.py            # both parts (~8 min on 2 cores)
+    python scripts/bench_embeddings.py --quick    # smoke run: small logs, 10^5 rows, Adam
+    python scripts/bench_embeddings.py --rows 1e7 # the scale part at 10^7 rows (~12 GB)
+    python scripts/bench_embeddings.py --scale-only
 """
 
 import argparse
@@ -68,6 +93,137 @@ def worker(rows, optimizer, technique):
     print("RESULT" + json.dumps({"ms_per_step": 1000 * elapsed / STEPS, "peak_mb": peak}))
 
 
+USERS, ITEMS, DIM_M = 50_000, 5_000, 32
+
+
+def zipf_logs(n, seed, users=USERS, items=ITEMS, factors=8, strength=6.0):
+    """`(ids dict, clicks)` from the generative model in the module docstring."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)  # the world (factors) is fixed; `seed` draws the logs
+    u = rng.normal(0, 1 / np.sqrt(factors), (users, factors))
+    v = rng.normal(0, 1 / np.sqrt(factors), (items, factors))
+    bias = rng.normal(0, 0.5, items)
+    draw = np.random.default_rng(seed)
+
+    def zipf(count, alpha):
+        p = 1.0 / np.arange(1, count + 1) ** alpha
+        return draw.choice(count, size=n, p=p / p.sum()).astype("int32")
+
+    user, item = zipf(users, 1.1), zipf(items, 1.2)
+    logit = strength * np.sum(u[user] * v[item], axis=1) + bias[item] - 1.0
+    clicks = (draw.random(n) < 1 / (1 + np.exp(-logit))).astype("float32")
+    return {"user": user, "item": item}, clicks
+
+
+def dcn(keras):
+    import keras_rs
+
+    inputs = {name: keras.Input((), dtype="int32", name=name) for name in ("user", "item")}
+    user = keras.layers.Embedding(USERS, DIM_M, name="user_table")(inputs["user"])
+    item = keras.layers.Embedding(ITEMS, DIM_M, name="item_table")(inputs["item"])
+    x0 = keras.layers.Concatenate()([user, item])
+    x = keras_rs.layers.FeatureCross(projection_dim=16)(x0, x0)
+    x = keras_rs.layers.FeatureCross(projection_dim=16)(x0, x)
+    x = keras.layers.Dense(64, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="click")(x))
+
+
+def table_bytes(flatbuffer):
+    """Bytes of the tensors the flatbuffer's GATHER ops read from (tables, per-row scale codes)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    read = {op["inputs"][0] for op in interpreter._get_ops_details() if op["op_name"] == "GATHER"}
+    return sum(int(np.prod(details[i]["shape"])) * np.dtype(details[i]["dtype"]).itemsize
+               for i in read)
+
+
+def litert_auc(flatbuffer, x, y):
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    from sklearn.metrics import roc_auc_score
+
+    runner = Interpreter(model_content=flatbuffer).get_signature_runner()
+    names = {k: next(n for n in runner.get_input_details() if k in n) for k in x}
+    out = []
+    for start in range(0, len(y), 4096):
+        result = runner(**{names[k]: v[start:start + 4096] for k, v in x.items()})
+        out.append(np.asarray(next(iter(result.values()))).reshape(-1))
+    return roc_auc_score(y, np.concatenate(out))
+
+
+def methods(quick):
+    """Part 1: one row per method (see the module docstring)."""
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import keras
+    import tensorflow as tf
+
+    import tfcompress as tfc
+
+    n, n_test = (40_000, 20_000) if quick else (400_000, 100_000)
+    epochs = 1 if quick else 3
+    x, y = zipf_logs(n, seed=1)
+    x_test, y_test = zipf_logs(n_test, seed=2)
+
+    def fit(model, epochs, lr=2e-3):
+        model.compile(keras.optimizers.Adam(lr), "binary_crossentropy")
+        model.fit(x, y, batch_size=1024, epochs=epochs, verbose=0)
+        return model
+
+    keras.utils.set_random_seed(0)
+    log("methods", "fp32")
+    dense = fit(dcn(keras), epochs)
+    rows = []
+
+    def row(name, flatbuffer):
+        rows.append({"method": name, "table bytes": table_bytes(flatbuffer),
+                     "AUC": litert_auc(flatbuffer, x_test, y_test)})
+
+    row("fp32", tfc.export.to_tflite(dense))
+    longer = keras.models.clone_model(dense)
+    longer.set_weights(dense.get_weights())
+    longer = fit(longer, 1, lr=1e-3)
+    row("fp32 +1 epoch", tfc.export.to_tflite(longer))
+    row("converter dynamic range", tfc.export.to_tflite(longer, mode="dynamic"))
+    row("converter int8 (per-tensor table)",
+        tfc.export.to_tflite(longer, mode="int8",
+                             representative_data={k: v[:512] for k, v in x.items()}))
+    for method in ("rowwise_int8", "rowwise_int4"):
+        log("methods", method)
+        keras.utils.set_random_seed(0)
+        model = fit(tfc.embeddings.compress_embeddings(dense, method), 1, lr=1e-3)
+        row(method, tfc.export.to_tflite(tfc.strip(model)))
+    for method in ("qr", "hashed"):
+        log("methods", method)
+        keras.utils.set_random_seed(0)
+        model = dcn(keras)
+        for table, count in (("user_table", USERS), ("item_table", ITEMS)):
+            # QR: 10 quotient rows and count/10 remainder rows (~10x fewer);
+            # hashed: 1/16 of the rows
+            options = ({"operation": "mult", "num_buckets": -(-count // 10)} if method == "qr"
+                       else {"num_buckets": count // 16})
+            model = tfc.embeddings.compress_embeddings(model, method, layers=[table], **options)
+        row(method, tfc.export.to_tflite(fit(model, epochs)))
+    del tf
+    reference = {name: "fp32 +1 epoch" for name in (
+        "rowwise_int8", "rowwise_int4", "fp32 +1 epoch", "converter dynamic range",
+        "converter int8 (per-tensor table)")}
+    by = {r["method"]: r for r in rows}
+    for r in rows:
+        base = by[reference.get(r["method"], "fp32")]
+        r["ratio to fp32"] = r["table bytes"] / by["fp32"]["table bytes"]
+        r["reference"] = base["method"]
+        r["AUC change"] = r["AUC"] - base["AUC"]
+    return rows
+
+
+def log(part, message):
+    print(f"[bench_embeddings {part}] {message}", file=sys.stderr, flush=True)
+
+
 def run(rows, optimizer, technique):
     proc = subprocess.run([sys.executable, __file__, "--worker", str(rows), optimizer, technique],
                           capture_output=True, text=True, timeout=3600)
@@ -81,11 +237,35 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rows", type=float, action="append", help="table rows (repeatable)")
+    parser.add_argument("--scale-only", action="store_true")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(int(args.worker[0]), args.worker[1], args.worker[2])
     import pandas as pd
+
+    if not args.scale_only:
+        table = pd.DataFrame(methods(args.quick))
+        print(f"## Embedding-table methods on a keras-rs DCN-v2 (users {USERS:,}, items "
+              f"{ITEMS:,}, dim {DIM_M}; Zipf ids; AUC in LiteRT on held-out logs)\n")
+        print(table.to_markdown(index=False, floatfmt=".4f"))
+        by = {r["method"]: r for r in table.to_dict("records")}
+        print("\nTargets:")
+        for text, ok in (
+                (f"rowwise_int4 bytes {by['rowwise_int4']['ratio to fp32']:.3f}x (<= 0.15x), "
+                 f"AUC change {by['rowwise_int4']['AUC change']:+.4f} (>= -0.002)",
+                 by["rowwise_int4"]["ratio to fp32"] <= 0.15
+                 and by["rowwise_int4"]["AUC change"] >= -0.002),
+                (f"qr {1 / by['qr']['ratio to fp32']:.1f}x smaller (>= 8x), AUC change "
+                 f"{by['qr']['AUC change']:+.4f} (>= -0.005)",
+                 by["qr"]["ratio to fp32"] <= 1 / 8 and by["qr"]["AUC change"] >= -0.005),
+                (f"rowwise_int8 AUC {by['rowwise_int8']['AUC']:.4f} >= converter int8 "
+                 f"{by['converter int8 (per-tensor table)']['AUC']:.4f} at "
+                 f"{by['rowwise_int8']['ratio to fp32']:.3f}x vs "
+                 f"{by['converter int8 (per-tensor table)']['ratio to fp32']:.3f}x bytes",
+                 by["rowwise_int8"]["AUC"] >= by["converter int8 (per-tensor table)"]["AUC"])):
+            print(f"- {'PASS' if ok else 'MISS'}: {text}")
+        print()
 
     sizes = [int(r) for r in (args.rows or ([1e5] if args.quick else [1e5, 1e6]))]
     optimizers = ["adam"] if args.quick else ["adam", "sgd"]

@@ -120,3 +120,37 @@ def test_qr_and_hashed_bad_options():
         tfc.embeddings.HashedEmbedding(100, 8, num_buckets=10 ** 6)
     with pytest.raises(ValueError, match="takes no options"):
         tfc.embeddings.compress_embeddings(examples.click_model(), "rowwise_int8", bits=4)
+
+
+def test_prune_rows_keeps_the_most_read_rows_and_strips_to_them(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = keras.Input((), dtype="int32", name="id")
+    model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Embedding(1000, 8,
+                                                                          name="table")(ids)))
+    schedule = tfc.pruning.ConstantSparsity(0.9, begin_step=20, frequency=1000)  # at step 20
+    pruned = tfc.embeddings.compress_embeddings(model, "prune_rows", pruning_schedule=schedule)
+    wrapper = pruned.get_layer("prune_rows_table")
+    p = 1.0 / np.arange(1, 1001) ** 1.3
+    x = rng.choice(1000, size=32 * 30, p=p / p.sum()).astype("int32")  # Zipf: low ids read most
+    pruned.compile("adam", "mse")
+    pruned.fit(x, rng.normal(size=len(x)), batch_size=32, verbose=0, shuffle=False,
+               callbacks=[tfc.pruning.UpdatePruningStep()])
+    kept = wrapper.kept_rows()
+    assert len(kept) == 100
+    reads = np.bincount(x[:32 * 20], minlength=1000)  # what steps 1-20 read
+    assert reads[kept].min() >= np.sort(reads)[-100]  # the 100 most read (ties aside)
+    np.testing.assert_array_equal(np.asarray(wrapper.reads), np.bincount(x, minlength=1000))
+    first = x[:64]
+    plain = tfc.strip(pruned)
+    table = plain.get_layer("table")
+    assert isinstance(table, tfc.embeddings.RemappedEmbedding)
+    assert table.embeddings.shape == (101, 8)
+    np.testing.assert_allclose(plain.predict(first, verbose=0), pruned.predict(first, verbose=0),
+                               atol=1e-6)
+    path = os.path.join(tmp_path, "plain.keras")
+    plain.save(path)
+    content = tfc.export.to_tflite(keras.saving.load_model(path))
+    from tests.helpers import run_tflite
+
+    np.testing.assert_allclose(run_tflite(content, first).reshape(-1),
+                               plain.predict(first, verbose=0).reshape(-1), atol=1e-5)

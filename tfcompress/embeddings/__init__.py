@@ -12,9 +12,10 @@ from tfcompress import core
 from tfcompress.embeddings import rowwise
 from tfcompress.embeddings.api import METHODS, compress_embeddings
 from tfcompress.embeddings.rowwise import Int8RowsEmbedding, RowwiseQuantize
+from tfcompress.embeddings.rows_pruning import PruneRows, RemappedEmbedding
 from tfcompress.embeddings.tables import HashedEmbedding, QREmbedding
 
-__all__ = ["HashedEmbedding", "Int8RowsEmbedding", "METHODS", "QREmbedding", "RowwiseQuantize",
-           "compress_embeddings", "rowwise"]
+__all__ = ["HashedEmbedding", "Int8RowsEmbedding", "METHODS", "PruneRows", "QREmbedding",
+           "RemappedEmbedding", "RowwiseQuantize", "compress_embeddings", "rowwise"]
 
 core.register(core.Technique("embeddings"))

@@ -3,6 +3,7 @@
 import keras
 
 from tfcompress.core import copy_layer, find, is_graph_model, map_layers
+from tfcompress.embeddings.rows_pruning import PruneRows
 from tfcompress.embeddings.rowwise import RowwiseQuantize
 from tfcompress.embeddings.tables import HashedEmbedding, QREmbedding
 
@@ -20,6 +21,7 @@ METHODS = {
     "rowwise_int4": lambda layer: RowwiseQuantize(layer, bits=4),
     "qr": _replacement(QREmbedding),
     "hashed": _replacement(HashedEmbedding),
+    "prune_rows": PruneRows,
 }
 
 
@@ -31,7 +33,10 @@ def compress_embeddings(model, method="rowwise_int8", layers=None, min_rows=None
     `tfcompress.strip` the table is stored as int8); `"qr"` (`QREmbedding`,
     options `num_buckets`, `operation`) and `"hashed"` (`HashedEmbedding`,
     options `num_buckets` (required), `num_hashes`, `seed`): smaller tables
-    that replace the layer (same name), trained from a fresh initialization.
+    that replace the layer (same name), trained from a fresh initialization;
+    `"prune_rows"` (`PruneRows`, option `pruning_schedule`): the least-read
+    rows pruned whole during `fit` (train with `UpdatePruningStep()`), the
+    table kept to the remaining rows by `tfcompress.strip`.
     Train the result with an ordinary `fit` (towers may be pruned or
     quantization-aware beside it), then strip and export it.
 
