@@ -59,7 +59,8 @@ def _public_symbols():
     import inspect
 
     packages = ["tfcompress", "tfcompress.core", "tfcompress.pruning", "tfcompress.quantization",
-                "tfcompress.clustering", "tfcompress.factorization", "tfcompress.distillation",
+                "tfcompress.clustering", "tfcompress.factorization", "tfcompress.embeddings",
+                "tfcompress.distillation",
                 "tfcompress.export", "tfcompress.recipe"]
     modules = ["tfcompress.report", "tfcompress.examples",
                "tfcompress.demo", "tfcompress.core.summaries", "tfcompress.export.metrics",

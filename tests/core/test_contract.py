@@ -6,7 +6,8 @@ import os
 import tfcompress
 
 PACKAGE = os.path.dirname(tfcompress.__file__)
-TECHNIQUES = ("pruning", "quantization", "distillation", "clustering", "factorization")
+TECHNIQUES = ("pruning", "quantization", "distillation", "clustering", "factorization",
+              "embeddings")
 
 
 def _imports(folder):
