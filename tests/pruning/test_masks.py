@@ -54,3 +54,19 @@ def test_m_by_n_zeros_m_in_every_n_input_channels(shape, rng):
             n_keep = min(2, len(group))
             assert group.sum() == n_keep
             assert set(np.argsort(-wgroup)[:n_keep]) == set(np.nonzero(group)[0])
+
+
+def test_large_weights_take_the_histogram_threshold(monkeypatch):
+    import numpy as np
+    import tensorflow as tf
+
+    from tfcompress.pruning import masks
+
+    large = tf.random.stateless_normal([80_000, 64], seed=[1, 2])  # 5.1 M > SORT_LIMIT
+    for sparsity in (0.5, 0.9):
+        kept = int(tf.reduce_sum(masks.magnitude(large, sparsity)))
+        assert abs(kept - round(large.shape.num_elements() * (1 - sparsity))) <= 2
+    small = tf.random.stateless_normal([300, 40], seed=[3, 4])
+    by_sort = masks.magnitude(small, 0.6)
+    monkeypatch.setattr(masks, "SORT_LIMIT", 1000)
+    np.testing.assert_array_equal(masks.magnitude(small, 0.6), by_sort)
