@@ -25,25 +25,51 @@ def _top_bin(counts, need):
     return index, from_top[index] - counts[index]
 
 
-def _threshold_by_histogram(flat, keep):
-    """`flat >= the keep-th largest`, the threshold found within 1/2^32 of the largest value
-    (entries closer than that to it are kept too, as ties are)."""
-    high = tf.reduce_max(flat)
+#: The histogram passes run over this many slices of a large weight, so their
+#: temporaries are a slice's, not the whole table's.
+_SLICES = 16
+
+
+def _bins(slice_, width, index=None):
+    """Coarse bins of `slice_` (magnitudes), or, given the coarse `index`, the fine bins
+    within it (and where the slice falls in that coarse bin)."""
+    coarse = tf.clip_by_value(tf.cast(tf.floor(slice_ / width), "int32"), 0, _BINS - 1)
+    if index is None:
+        return coarse
+    offset = (slice_ - tf.cast(index, slice_.dtype) * width) / width * _BINS
+    fine = tf.clip_by_value(tf.cast(tf.floor(offset), "int32"), 0, _BINS - 1)
+    return coarse, fine
+
+
+def _threshold_by_histogram(slices, keep):
+    """`magnitude >= the keep-th largest` over `slices` (functions making 1-D magnitudes),
+    the threshold found within 1/2^32 of the largest value (entries closer than that to it
+    are kept too, as ties are)."""
+    high = tf.reduce_max(tf.stack([tf.reduce_max(part()) for part in slices]))
     width = tf.where(high > 0, high, 1.0) / _BINS
-    coarse = tf.clip_by_value(tf.cast(tf.floor(flat / width), "int32"), 0, _BINS - 1)
-    counts = tf.math.bincount(coarse, minlength=_BINS, maxlength=_BINS)
+    counts = tf.add_n([tf.math.bincount(_bins(part(), width), minlength=_BINS,
+                                        maxlength=_BINS) for part in slices])
     index, above = _top_bin(counts, keep)
-    inside = tf.equal(coarse, index)
-    offset = flat - tf.cast(index, flat.dtype) * width
-    fine = tf.clip_by_value(tf.cast(tf.floor(offset / width * _BINS), "int32"), 0, _BINS - 1)
-    fine_counts = tf.math.bincount(fine, weights=tf.cast(inside, "int32"), minlength=_BINS,
-                                   maxlength=_BINS, dtype="int32")
+    fine_counts = 0
+    for part in slices:
+        coarse, fine = _bins(part(), width, index)
+        fine_counts += tf.math.bincount(fine, weights=tf.cast(tf.equal(coarse, index), "int32"),
+                                        minlength=_BINS, maxlength=_BINS, dtype="int32")
     fine_index, _ = _top_bin(fine_counts, keep - above)
-    return tf.logical_or(coarse > index, tf.logical_and(inside, fine >= fine_index))
+    kept = []
+    for part in slices:
+        coarse, fine = _bins(part(), width, index)
+        kept.append(tf.logical_or(coarse > index, tf.logical_and(tf.equal(coarse, index),
+                                                                  fine >= fine_index)))
+    return tf.concat(kept, axis=0)
 
 
-def magnitude(weights, sparsity):
+def magnitude(weights, sparsity, kept=None, dtype=None):
     """Keeps the `round(n * (1 - sparsity))` largest-magnitude entries (at least 1).
+
+    `kept`: a 0/1 mask of the entries still in (others count as zero, and
+    stay out), so a caller need not make `weights * kept` (a second
+    table-sized tensor). `dtype`: the mask's (default the weights').
 
     Example:
 
@@ -53,13 +79,25 @@ def magnitude(weights, sparsity):
     masks.magnitude(tf.constant([0.1, -3.0, 2.0, 0.5]), 0.5)  # [0, 1, 1, 0]
     ```
     """
-    magnitudes = tf.abs(weights)
-    flat = tf.reshape(magnitudes, [-1])
-    size = tf.cast(tf.size(flat), "float32")
-    keep = tf.maximum(tf.cast(tf.round(size * (1.0 - sparsity)), "int32"), 1)
-    large = weights.shape.num_elements() is not None and weights.shape.num_elements() > SORT_LIMIT
-    kept = (_threshold_by_histogram if large else _threshold_by_sort)(flat, keep)
-    return tf.cast(tf.reshape(kept, tf.shape(weights)), weights.dtype)
+    size = weights.shape.num_elements()
+    keep = tf.maximum(tf.cast(tf.round(tf.cast(tf.size(weights), "float32") * (1.0 - sparsity)),
+                              "int32"), 1)
+    flat = tf.reshape(weights, [-1])
+    flat_kept = None if kept is None else tf.reshape(kept, [-1])
+
+    def magnitudes(start=0, stop=None):
+        part = tf.abs(flat[start:stop])
+        return part if flat_kept is None else part * tf.cast(flat_kept[start:stop], part.dtype)
+
+    if size is not None and size > SORT_LIMIT:
+        bounds = [size * i // _SLICES for i in range(_SLICES + 1)]
+        slices = [lambda a=a, b=b: magnitudes(a, b) for a, b in zip(bounds, bounds[1:])]
+        result = _threshold_by_histogram(slices, keep)
+    else:
+        result = _threshold_by_sort(magnitudes(), keep)
+    if flat_kept is not None:
+        result = tf.logical_and(result, tf.not_equal(flat_kept, 0))
+    return tf.cast(tf.reshape(result, tf.shape(weights)), dtype or weights.dtype)
 
 
 def block(weights, sparsity, block_size, pooling="AVG"):

@@ -154,16 +154,20 @@ class PruneLowMagnitude(WeightWrapper):
         for w, m in zip(targets, self.masks):
             # `* m`: a pruned weight is never revived, even if a later target is
             # lower (e.g. a schedule restarted by hand).
-            kept = tf.cast(m.value, w.dtype)
-            m.assign(tf.cast(self._new_mask(w.value * kept, sparsity) * kept, m.dtype))
+            m.assign(self._new_mask(w.value, sparsity, m))
         return tf.no_op()
 
-    def _new_mask(self, weights, sparsity):
+    def _new_mask(self, weights, sparsity, mask):
+        """The next value of `mask` (in its dtype), never reviving a pruned entry."""
+        if self.block_size == (1, 1) and not self.sparsity_m_by_n:
+            # no table-sized `weights * mask` nor float mask: a table's mask stays int8
+            return masks.magnitude(weights, sparsity, mask.value, dtype=mask.dtype)
+        kept = tf.cast(mask.value, weights.dtype)
         if self.sparsity_m_by_n:
-            return masks.m_by_n(weights, *self.sparsity_m_by_n)
-        if self.block_size != (1, 1):
-            return masks.block(weights, sparsity, self.block_size, self.block_pooling_type)
-        return masks.magnitude(weights, sparsity)
+            new = masks.m_by_n(weights * kept, *self.sparsity_m_by_n)
+        else:
+            new = masks.block(weights * kept, sparsity, self.block_size, self.block_pooling_type)
+        return tf.cast(new * kept, mask.dtype)
 
     def get_config(self):
         config = super().get_config()
