@@ -33,9 +33,22 @@ def copy_layer(layer, weights=None):
         new.build_from_config(layer.get_build_config())
     if layer.built and len(new.weights) != len(layer.weights):
         _build_by_calling(new, layer)
-    if layer.built:
-        new.set_weights(layer.get_weights() if weights is None else weights)
+    if layer.built and weights is not None:
+        new.set_weights(weights)
+    elif layer.built:
+        _copy_values(new, layer)
     return new
+
+
+def _copy_values(new, layer):
+    """Each variable of `new` takes the value of `layer`'s, variable to variable (no numpy
+    copy in between: a million-row table is not held three times)."""
+    mine, theirs = new.weights, layer.weights
+    if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs)):
+        new.set_weights(layer.get_weights())  # let Keras name the mismatch
+        return
+    for target, source in zip(mine, theirs):
+        target.assign(source)
 
 
 def _build_by_calling(new, layer):
