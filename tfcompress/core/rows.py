@@ -6,8 +6,10 @@ and a dense optimizer update of the table. For a plain `keras.layers.Embedding`
 whose wrappers all implement `transform_rows(rows, ids, training)` (and,
 where they define it, say yes to `rows_supported()`),
 `WeightWrapper` instead gathers the rows the batch asks for and lets each
-wrapper transform only those: the table's gradient stays `IndexedSlices` (the
-rows read) and the per-step cost follows the batch, not the table.
+wrapper transform only those, in training: the table's gradient stays
+`IndexedSlices` (the rows read) and the per-step cost follows the batch, not
+the table. Inference and export keep the whole-table graph, whose transformed
+table is a constant the TFLite converter folds (an int8 table for QAT).
 
 Example:
 

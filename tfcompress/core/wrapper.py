@@ -209,8 +209,10 @@ class WeightWrapper(keras.layers.Wrapper):
     def call(self, inputs, *args, training=None, **kwargs):
         # Keras masks travel on the tensors; the inner layer's own __call__
         # picks them up, so no `mask` argument here.
-        if not args and not kwargs and rows.applies(self):
-            return rows.lookup(self, inputs, bool(training))
+        if training and not args and not kwargs and rows.applies(self):
+            # Training only: inference and export keep the whole-table graph (its
+            # transformed table is a constant the converter folds, e.g. to int8).
+            return rows.lookup(self, inputs, True)
         layer = self.computing_layer()
         if layer._call_has_training_arg:
             kwargs["training"] = training
