@@ -141,6 +141,10 @@ def test_prune_rows_keeps_the_most_read_rows_and_strips_to_them(tmp_path):
     assert reads[kept].min() >= np.sort(reads)[-100]  # the 100 most read (ties aside)
     np.testing.assert_array_equal(np.asarray(wrapper.reads), np.bincount(x, minlength=1000))
     first = x[:64]
+    path = os.path.join(tmp_path, "pruned.keras")
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded.get_layer("prune_rows_table").kept_rows(), kept)
     plain = tfc.strip(pruned)
     table = plain.get_layer("table")
     assert isinstance(table, tfc.embeddings.RemappedEmbedding)

@@ -43,10 +43,9 @@ class PruneRows(WeightWrapper):
         if type(layer) is not keras.layers.Embedding:
             raise ValueError(f"PruneRows wraps a keras.layers.Embedding; got "
                              f"{type(layer).__name__} '{layer.name}'.")
-        if pruning_schedule is None or isinstance(pruning_schedule, dict):
-            pruning_schedule = keras.saving.deserialize_keras_object(pruning_schedule) if (
-                pruning_schedule) else None
-        if pruning_schedule is None or not hasattr(pruning_schedule, "get_config"):
+        if isinstance(pruning_schedule, dict):  # from a saved config
+            pruning_schedule = keras.saving.deserialize_keras_object(pruning_schedule)
+        if not callable(pruning_schedule) or not hasattr(pruning_schedule, "get_config"):
             raise ValueError("PruneRows needs a pruning_schedule, e.g. "
                              "tfcompress.pruning.ConstantSparsity(0.8, 0, frequency=100).")
         super().__init__(layer, **kwargs)
