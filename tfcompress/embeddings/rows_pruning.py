@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcompress.core import WeightWrapper
+from tfcompress.embeddings.tables import Table
 
 
 @keras.saving.register_keras_serializable("tfcompress")
@@ -112,7 +113,7 @@ class PruneRows(WeightWrapper):
 
 
 @keras.saving.register_keras_serializable("tfcompress")
-class RemappedEmbedding(keras.layers.Layer):
+class RemappedEmbedding(Table):
     """An Embedding holding only some rows: an int32 map from ids to rows, then the rows.
 
     Ids whose row was pruned map to one extra all-zero row. Two GATHERs in
@@ -133,10 +134,8 @@ class RemappedEmbedding(keras.layers.Layer):
     """
 
     def __init__(self, input_dim, output_dim, kept, mask_zero=False, **kwargs):
-        super().__init__(**kwargs)
-        self.input_dim, self.output_dim, self.kept = int(input_dim), int(output_dim), int(kept)
-        self.mask_zero = bool(mask_zero)
-        self.supports_masking = self.mask_zero
+        super().__init__(input_dim, output_dim, mask_zero=mask_zero, **kwargs)
+        self.kept = int(kept)
 
     def build(self, input_shape=None):
         # trainable first: the order Keras saves and loads a layer's variables in
@@ -160,15 +159,8 @@ class RemappedEmbedding(keras.layers.Layer):
         return layer
 
     def call(self, inputs):
-        rows = keras.ops.take(self.rows_of_ids, keras.ops.cast(inputs, "int32"), axis=0)
+        rows = keras.ops.take(self.rows_of_ids, self._ids(inputs), axis=0)
         return keras.ops.take(self.embeddings, rows, axis=0)
 
-    def compute_mask(self, inputs, mask=None):
-        return keras.ops.not_equal(inputs, 0) if self.mask_zero else None
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape, self.output_dim)
-
     def get_config(self):
-        return {**super().get_config(), "input_dim": self.input_dim,
-                "output_dim": self.output_dim, "kept": self.kept, "mask_zero": self.mask_zero}
+        return {**super().get_config(), "kept": self.kept}

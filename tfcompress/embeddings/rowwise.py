@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcompress.core import WeightWrapper
+from tfcompress.embeddings.tables import Table
 
 
 def _levels(bits):
@@ -153,7 +154,7 @@ class RowwiseQuantize(WeightWrapper):
 
 
 @keras.saving.register_keras_serializable("tfcompress")
-class Int8RowsEmbedding(keras.layers.Layer):
+class Int8RowsEmbedding(Table):
     """An Embedding stored as int8 values (or int4, two per byte), one int8 scale code per row.
 
     Looks up the rows, unpacks int4 if need be, and multiplies by their
@@ -176,10 +177,8 @@ class Int8RowsEmbedding(keras.layers.Layer):
     """
 
     def __init__(self, input_dim, output_dim, mask_zero=False, bits=8, **kwargs):
-        super().__init__(**kwargs)
-        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
-        self.mask_zero, self.bits = bool(mask_zero), int(bits)
-        self.supports_masking = self.mask_zero
+        super().__init__(input_dim, output_dim, mask_zero=mask_zero, **kwargs)
+        self.bits = int(bits)
 
     def build(self, input_shape=None):
         columns = (self.output_dim + 1) // 2 if self.bits == 4 else self.output_dim
@@ -198,19 +197,12 @@ class Int8RowsEmbedding(keras.layers.Layer):
         return layer
 
     def call(self, inputs):
-        ids = keras.ops.cast(inputs, "int32")
+        ids = self._ids(inputs)
         rows = keras.ops.take(self.values, ids, axis=0)
         if self.bits == 4:
             rows = unpack_int4(rows, self.output_dim)
         scales = decode_scales(keras.ops.take(self.scales, ids, axis=0))
         return keras.ops.cast(rows, "float32") * keras.ops.expand_dims(scales, -1)
 
-    def compute_mask(self, inputs, mask=None):
-        return keras.ops.not_equal(inputs, 0) if self.mask_zero else None
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape, self.output_dim)
-
     def get_config(self):
-        return {**super().get_config(), "input_dim": self.input_dim,
-                "output_dim": self.output_dim, "mask_zero": self.mask_zero, "bits": self.bits}
+        return {**super().get_config(), "bits": self.bits}

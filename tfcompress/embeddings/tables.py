@@ -8,8 +8,22 @@ import numpy as np
 OPERATIONS = ("mult", "add", "concat")
 
 
-class _Table(keras.layers.Layer):
-    """Shared parts: ids in (any int dtype, `mask_zero`), vectors out, a config."""
+class Table(keras.layers.Layer):
+    """Base of this folder's tables: ids in (any int dtype, `mask_zero`), vectors out, a config.
+
+    Example:
+
+    ```python
+    import keras
+    from tfcompress.embeddings.tables import Table
+
+    class Zeros(Table):
+        def call(self, inputs):
+            return keras.ops.zeros((*inputs.shape, self.output_dim))
+
+    vectors = Zeros(10, 4)(keras.ops.array([1, 2]))   # shape (2, 4)
+    ```
+    """
 
     def __init__(self, input_dim, output_dim, mask_zero=False,
                  embeddings_initializer="uniform", **kwargs):
@@ -39,7 +53,7 @@ class _Table(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable("tfcompress")
-class QREmbedding(_Table):
+class QREmbedding(Table):
     """Quotient-remainder compositional embedding (Shi et al. 2020).
 
     Id `i` reads row `i // num_buckets` of a quotient table and row
@@ -102,7 +116,7 @@ class QREmbedding(_Table):
 
 
 @keras.saving.register_keras_serializable("tfcompress")
-class HashedEmbedding(_Table):
+class HashedEmbedding(Table):
     """The hashing trick with `num_hashes` hash functions into one table of `num_buckets` rows.
 
     Id `i` sums rows `h_k(i) = (a_k * (i mod P) + b_k) mod P mod num_buckets`
