@@ -309,7 +309,7 @@ def _visit(call, ins, in_shapes, out_shapes, groups, fresh):
         return [first]
     if isinstance(op, PASSTHROUGH) or (isinstance(op, L.Rescaling)
                                        and np.ndim(op.scale) == 0 and np.ndim(op.offset) == 0):
-        if isinstance(op, (L.Activation, L.Softmax)) and _mixes_channels(op):
+        if isinstance(op, L.Activation) and _mixes_channels(op):
             return unknown(f"'{name}' (softmax over the channels)")
         return [first] * len(out_shapes)
     if isinstance(op, L.Flatten):
@@ -403,16 +403,16 @@ def _collect(groups):
             found[root] = ChannelGroup(groups.name[root], groups.size[root], [],
                                        config_key=groups.key[root])
         found[root].reason = groups.reason[root]
-    renamed = {}
+    uses_of = {}
     for use in groups.uses:
         blocks = tuple(Block(tuple((found[groups.find(a)].name, s) for a, s in b.segments),
                              b.repeat) for b in use.blocks)
         use = dataclasses.replace(use, blocks=blocks)
-        for group in {g for g in use.groups}:
-            renamed.setdefault(group, []).append(use)
+        for group in set(use.groups):
+            uses_of.setdefault(group, []).append(use)
     result = {}
     for group in found.values():
-        group.uses = renamed.get(group.name, [])
+        group.uses = uses_of.get(group.name, [])
         if group.uses:
             result[group.name] = group
     return result
