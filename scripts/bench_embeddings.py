@@ -1,7 +1,10 @@
 """Embedding tables: the methods' bytes and AUC on a DCN-v2, and the cost at scale.
 
 Part 1, methods. A keras-rs DCN-v2 (user and item tables, dim 32,
-concatenated, two `FeatureCross` layers, Dense 64, a sigmoid click) on
+concatenated, two `FeatureCross` layers, Dense 64, a sigmoid click; or with
+`--model dlrm`: keras-rs `DotInteraction` of the user, item and an hour-of-day
+table (a noise feature), Dense 64; `--model two_tower`: user and item towers
+(Dense 64 relu, Dense 32) scored by their dot product and an item bias) on
 synthetic click logs from a stated generative model: users (50,000) and
 items (5,000) have latent factors `N(0, I/sqrt(8))` and items a bias
 `N(0, 0.5)`; user and item ids are drawn from truncated Zipf laws
@@ -11,16 +14,18 @@ training logs, 100,000 test logs. fp32 is trained 3 epochs (Adam 2e-3,
 batch 1024). Row-wise int8/int4 start from the trained model (QAT) and
 fine-tune 1 epoch, beside "fp32 +1 epoch" (the same extra epoch in float,
 their reference, also the model the converter quantizes); QR (mult, 10
-quotient rows and a tenth of the rows as remainders) and hashed (2 hashes,
-1/16 of each table's rows) are trained from scratch like fp32 (3 epochs),
-fp32 their reference. The
+quotient rows and a tenth of the rows as remainders), hashed (2 hashes,
+1/16 of each table's rows) and mixed-dim (4 blocks from the training logs'
+id counts, alpha 0.5; its int32 rank map counted in its bytes) are trained
+from scratch like fp32 (3 epochs), fp32 their reference, also composed with
+row-wise int8 ("qr + rowwise_int8": the small tables' rows stored int8). The
 converter's own post-training quantization (dynamic range, and full int8
 with 512 representative logs) is the baseline.
 Columns: table bytes in the TFLite flatbuffer (what its GATHER ops read:
 tables, scale codes), their ratio to fp32, test AUC in LiteRT and its
 change from the row's reference. Targets: row-wise int4 <= 0.15x bytes at <= 0.002 AUC
-loss; QR >= 8x smaller at <= 0.005 AUC loss; row-wise int8 >= the
-converter's int8 at equal bytes.
+loss; QR and mixed-dim >= 8x smaller at <= 0.005 AUC loss; row-wise int8 >=
+the converter's int8 at equal bytes.
 
 Part 2, scale: train-step time and peak memory, wrapped vs not.
 
@@ -30,15 +35,17 @@ A click model with one `Embedding(rows, 32)` table and a small tower
 rows of a table of a million). Each configuration runs in its own process
 (so peak memory is its own): the model unwrapped, `prune_low_magnitude`
 (PolynomialDecay 0 → 0.8 over 400 steps, a mask update every 50 steps: two
-inside each timed window) and `quantize_model`. Reported: ms per train step
+inside each timed window), `quantize_model`, and `compress_embeddings` with
+`rowwise_int8` (row-wise QAT) and `qr` (default buckets: 2·sqrt(rows) rows). Reported: ms per train step
 over `STEPS` steps after a warm-up fit (the fastest of `ROUNDS` rounds), the ratio to the unwrapped model of the
 same rows and optimizer, peak resident memory (ru_maxrss) and its ratio.
 
 Targets (issue 16): at 10^6 rows, step time <= 1.2x and peak memory <= 1.25x
-the unwrapped model, for pruning and QAT.
+the unwrapped model, for pruning, QAT, row-wise QAT and QR.
 
     python scripts/bench_embeddings.py            # both parts (~8 min on 2 cores)
     python scripts/bench_embeddings.py --quick    # smoke run: small logs, 10^5 rows, Adam
+    python scripts/bench_embeddings.py --model dcn --model dlrm --model two_tower
     python scripts/bench_embeddings.py --rows 1e7 # the scale part at 10^7 rows (~12 GB)
     python scripts/bench_embeddings.py --scale-only
 """
@@ -55,7 +62,7 @@ STEPS = 100
 ROUNDS = 3
 BATCH = 256
 DIM = 32
-TECHNIQUES = ("unwrapped", "prune_low_magnitude", "quantize_model")
+TECHNIQUES = ("unwrapped", "prune_low_magnitude", "quantize_model", "rowwise_int8", "qr")
 TARGET_TIME, TARGET_MEMORY = 1.2, 1.25
 
 
@@ -80,6 +87,8 @@ def worker(rows, optimizer, technique):
         callbacks = [tfc.pruning.UpdatePruningStep()]
     elif technique == "quantize_model":
         model = tfc.quantization.quantize_model(model)
+    elif technique in ("rowwise_int8", "qr"):
+        model = tfc.embeddings.compress_embeddings(model, technique)
     rng = np.random.default_rng(0)
     n = BATCH * (STEPS + 10)
     x = ((rng.zipf(1.2, n) - 1) % rows).astype("int32")
@@ -118,19 +127,34 @@ def zipf_logs(n, seed, users=USERS, items=ITEMS, factors=8, strength=6.0):
     user, item = zipf(users, 1.1), zipf(items, 1.2)
     logit = strength * np.sum(u[user] * v[item], axis=1) + bias[item] - 1.0
     clicks = (draw.random(n) < 1 / (1 + np.exp(-logit))).astype("float32")
-    return {"user": user, "item": item}, clicks
+    hour = draw.integers(0, 24, n).astype("int32")  # DLRM's third feature: noise
+    return {"user": user, "item": item, "hour": hour}, clicks
 
 
-def dcn(keras):
+def architecture(keras, name):
+    """The model of part 1: `"dcn"` (DCN-v2), `"dlrm"` or `"two_tower"` (see the docstring)."""
     import keras_rs
 
-    inputs = {name: keras.Input((), dtype="int32", name=name) for name in ("user", "item")}
+    inputs = {key: keras.Input((), dtype="int32", name=key) for key in ("user", "item")}
     user = keras.layers.Embedding(USERS, DIM_M, name="user_table")(inputs["user"])
     item = keras.layers.Embedding(ITEMS, DIM_M, name="item_table")(inputs["item"])
-    x0 = keras.layers.Concatenate()([user, item])
-    x = keras_rs.layers.FeatureCross(projection_dim=16)(x0, x0)
-    x = keras_rs.layers.FeatureCross(projection_dim=16)(x0, x)
-    x = keras.layers.Dense(64, activation="relu")(x)
+    if name == "dcn":
+        x0 = keras.layers.Concatenate()([user, item])
+        x = keras_rs.layers.FeatureCross(projection_dim=16)(x0, x0)
+        x = keras_rs.layers.FeatureCross(projection_dim=16)(x0, x)
+        x = keras.layers.Dense(64, activation="relu")(x)
+    elif name == "dlrm":  # the pairwise dot products of the two tables and a bias vector
+        inputs["hour"] = keras.Input((), dtype="int32", name="hour")
+        hour = keras.layers.Embedding(24, DIM_M, name="hour_table")(inputs["hour"])
+        pairs = keras_rs.layers.DotInteraction()([user, item, hour])
+        x = keras.layers.Dense(64, activation="relu")(keras.layers.Concatenate()([pairs, hour]))
+    else:  # two towers, a dot product of their outputs and an item bias
+        user_tower = keras.layers.Dense(DIM_M, name="user_tower")(
+            keras.layers.Dense(64, activation="relu")(user))
+        item_tower = keras.layers.Dense(DIM_M, name="item_tower")(
+            keras.layers.Dense(64, activation="relu")(item))
+        x = keras.layers.Concatenate()([keras.layers.Dot(axes=-1)([user_tower, item_tower]),
+                                        keras.layers.Dense(1)(item)])
     return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="click")(x))
 
 
@@ -160,10 +184,11 @@ def litert_auc(flatbuffer, x, y):
     return roc_auc_score(y, np.concatenate(out))
 
 
-def methods(quick):
+def methods(quick, arch="dcn"):
     """Part 1: one row per method (see the module docstring)."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     import keras
+    import numpy as np
     import tensorflow as tf
 
     import tfcompress as tfc
@@ -172,6 +197,13 @@ def methods(quick):
     epochs = 1 if quick else 3
     x, y = zipf_logs(n, seed=1)
     x_test, y_test = zipf_logs(n_test, seed=2)
+    if arch != "dlrm":
+        del x["hour"], x_test["hour"]
+    frequencies = {"user_table": np.bincount(x["user"], minlength=USERS),
+                   "item_table": np.bincount(x["item"], minlength=ITEMS)}
+
+    def dcn(keras):
+        return architecture(keras, arch)
 
     def fit(model, epochs, lr=2e-3):
         model.compile(keras.optimizers.Adam(lr), "binary_crossentropy")
@@ -201,17 +233,22 @@ def methods(quick):
         keras.utils.set_random_seed(0)
         model = fit(tfc.embeddings.compress_embeddings(dense, method), 1, lr=1e-3)
         row(method, tfc.export.to_tflite(tfc.strip(model)))
-    for method in ("qr", "hashed"):
+    for method in ("qr", "hashed", "mixed_dim", "qr + rowwise_int8", "mixed_dim + rowwise_int8"):
         log("methods", method)
         keras.utils.set_random_seed(0)
         model = dcn(keras)
+        first = method.split(" + ")[0]
         for table, count in (("user_table", USERS), ("item_table", ITEMS)):
             # QR: 10 quotient rows and count/10 remainder rows (~10x fewer);
-            # hashed: 1/16 of the rows
-            options = ({"operation": "mult", "num_buckets": -(-count // 10)} if method == "qr"
-                       else {"num_buckets": count // 16})
-            model = tfc.embeddings.compress_embeddings(model, method, layers=[table], **options)
-        row(method, tfc.export.to_tflite(fit(model, epochs)))
+            # hashed: 1/16 of the rows; mixed-dim: 4 blocks, dims by the 0.5 power rule
+            options = {"qr": {"operation": "mult", "num_buckets": -(-count // 10)},
+                       "hashed": {"num_buckets": count // 16},
+                       "mixed_dim": {"frequencies": frequencies, "alpha": 0.5}}[first]
+            model = tfc.embeddings.compress_embeddings(model, first, layers=[table], **options)
+        if " + " in method:  # row-wise int8 on the small tables, trained with them
+            model = tfc.embeddings.compress_embeddings(model, "rowwise_int8",
+                                                       layers=["user_table", "item_table"])
+        row(method, tfc.export.to_tflite(tfc.strip(fit(model, epochs))))
     del tf
     reference = {name: "fp32 +1 epoch" for name in (
         "rowwise_int8", "rowwise_int4", "fp32 +1 epoch", "converter dynamic range",
@@ -243,15 +280,19 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rows", type=float, action="append", help="table rows (repeatable)")
     parser.add_argument("--scale-only", action="store_true")
+    parser.add_argument("--model", choices=("dcn", "dlrm", "two_tower"), action="append",
+                        help="part 1's model (repeatable; default dcn)")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(int(args.worker[0]), args.worker[1], args.worker[2])
     import pandas as pd
 
-    if not args.scale_only:
-        table = pd.DataFrame(methods(args.quick))
-        print(f"## Embedding-table methods on a keras-rs DCN-v2 (users {USERS:,}, items "
+    for arch in ([] if args.scale_only else args.model or ["dcn"]):
+        table = pd.DataFrame(methods(args.quick, arch))
+        title = {"dcn": "a keras-rs DCN-v2", "dlrm": "a keras-rs DLRM (DotInteraction)",
+                 "two_tower": "a two-tower model (dot product)"}[arch]
+        print(f"## Embedding-table methods on {title} (users {USERS:,}, items "
               f"{ITEMS:,}, dim {DIM_M}; Zipf ids; AUC in LiteRT on held-out logs)\n")
         print(table.to_markdown(index=False, floatfmt=".4f"))
         by = {r["method"]: r for r in table.to_dict("records")}
@@ -264,6 +305,10 @@ def main():
                 (f"qr {1 / by['qr']['ratio to fp32']:.1f}x smaller (>= 8x), AUC change "
                  f"{by['qr']['AUC change']:+.4f} (>= -0.005)",
                  by["qr"]["ratio to fp32"] <= 1 / 8 and by["qr"]["AUC change"] >= -0.005),
+                (f"mixed_dim {1 / by['mixed_dim']['ratio to fp32']:.1f}x smaller (>= 8x), "
+                 f"AUC change {by['mixed_dim']['AUC change']:+.4f} (>= -0.005)",
+                 by["mixed_dim"]["ratio to fp32"] <= 1 / 8
+                 and by["mixed_dim"]["AUC change"] >= -0.005),
                 (f"rowwise_int8 AUC {by['rowwise_int8']['AUC']:.4f} >= converter int8 "
                  f"{by['converter int8 (per-tensor table)']['AUC']:.4f} at "
                  f"{by['rowwise_int8']['ratio to fp32']:.3f}x vs "

@@ -25,13 +25,13 @@ def test_rowwise_tables_train_strip_and_export_as_int8(bits, tmp_path):
     plain = tfc.strip(model)
     table = plain.get_layer("user_embedding")
     assert isinstance(table, tfc.embeddings.Int8RowsEmbedding)
-    values = np.asarray(table.values)
+    values = np.asarray(table.embeddings_values)
     assert values.dtype == np.int8 and values.shape == (200, 16 * bits // 8)
-    unpacked = np.asarray(tfc.embeddings.rowwise.unpack_int4(values, 16)) if bits == 4 else values
+    unpacked = np.asarray(tfc.embeddings.rowcodes.unpack_int4(values, 16)) if bits == 4 else values
     assert np.abs(unpacked).max() == 2 ** (bits - 1) - 1
-    codes = np.asarray(table.scales)
+    codes = np.asarray(table.embeddings_scales)
     assert codes.dtype == np.int8
-    scales = np.asarray(tfc.embeddings.rowwise.decode_scales(codes))
+    scales = np.asarray(tfc.embeddings.rowcodes.decode_scales(codes))
     np.testing.assert_allclose(plain.get_layer("user_embedding")(np.arange(200)),
                                unpacked * scales[:, None], atol=1e-7)
     first = {k: v[:64] for k, v in features.items()}

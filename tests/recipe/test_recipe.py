@@ -282,3 +282,30 @@ def test_skip_layers_stay_dense_and_unknown_names_are_errors():
     r["prune"]["skip_layers"] = ["interactoin"]
     with pytest.raises(ValueError, match=r"prune.skip_layers.*interactoin.*user_embedding"):
         recipe.prepare(examples.click_model(), r)
+
+
+def test_run_embeddings_section_then_prune_and_quantize_the_tower(tmp_path, click):
+    """`embeddings` (QR tables stored int8) beside a pruned, then quantization-aware tower."""
+    from ai_edge_litert.interpreter import Interpreter
+    from tfcompress import examples
+
+    _, features, clicks = click
+    r = {"embeddings": {"method": "qr", "min_rows": 100, "bits": 8},
+         "prune": {"final_sparsity": 0.5, "epochs": 4, "skip_layers": ["click"]},
+         "quantize": {"epochs": 1}, "export": {"tflite": ["int8"]},
+         "train": {"loss": "binary_crossentropy", "from_logits": False, "metrics": ["auc"],
+                   "batch_size": 128, "learning_rate": 1e-2},
+         "report": {"metric": "auc", "latency_runs": 2}}
+    table = recipe.run(examples.click_model(), r, {"x": features, "y": clicks}, str(tmp_path))
+    plain = keras.saving.load_model(tmp_path / "model_float.keras")
+    user = plain.get_layer("user_embedding")
+    assert isinstance(user, tfc.embeddings.QREmbedding) and user.bits == 8
+    # user 200 rows: 14 quotient + 15 remainder rows of 16 int8 and a scale byte each; item
+    # 100: 10 + 10; the 8-row context table is left float (min_rows)
+    expected = (14 + 15 + 10 + 10) * 17 + 8 * 4 * 4
+    assert table.loc["model_float.keras", "table bytes"] == expected
+    content = (tmp_path / "model_int8.tflite").read_bytes()
+    int8 = {tuple(d["shape"]) for d in Interpreter(model_content=content).get_tensor_details()
+            if d["dtype"] == np.int8}
+    assert {(14, 16), (15, 16), (10, 16)} <= int8
+    assert table.loc["model_int8.tflite", "auc"] > 0.6

@@ -9,13 +9,30 @@ tfc.export.to_tflite(tfc.strip(model), "model.tflite")   # tables stored int8, o
 """
 
 from tfcompress import core
-from tfcompress.embeddings import rowwise
+from tfcompress.embeddings import rowcodes, rowwise, stage
 from tfcompress.embeddings.api import METHODS, compress_embeddings
 from tfcompress.embeddings.rowwise import Int8RowsEmbedding, RowwiseQuantize
 from tfcompress.embeddings.rows_pruning import PruneRows, RemappedEmbedding
-from tfcompress.embeddings.tables import HashedEmbedding, QREmbedding
+from tfcompress.embeddings.tables import (HashedEmbedding, MixedDimEmbedding, QREmbedding,
+                                         Table, mixed_dim_blocks)
 
-__all__ = ["HashedEmbedding", "Int8RowsEmbedding", "METHODS", "PruneRows", "QREmbedding",
-           "RemappedEmbedding", "RowwiseQuantize", "compress_embeddings", "rowwise"]
+__all__ = ["HashedEmbedding", "Int8RowsEmbedding", "METHODS", "MixedDimEmbedding", "PruneRows",
+           "QREmbedding", "RemappedEmbedding", "RowwiseQuantize", "compress_embeddings",
+           "mixed_dim_blocks", "rowcodes", "rowwise", "stage"]
 
-core.register(core.Technique("embeddings"))
+def _columns(model):
+    """Bytes of the model's embedding tables as its stripped form stores them."""
+    import keras
+    import numpy as np
+
+    from tfcompress.core.strip import needs_strip
+
+    plain = core.strip(model) if needs_strip(model) else model
+    tables = [layer for layer in core.find(plain, (keras.layers.Embedding, Table))]
+    if not tables:
+        return {}
+    return {"table bytes": sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
+                               for layer in tables for w in layer.weights)}
+
+
+core.register(core.Technique("embeddings", stage=stage.STAGE, columns=_columns))

@@ -5,7 +5,7 @@ import keras
 from tfcompress.core import copy_layer, find, is_graph_model, map_layers
 from tfcompress.embeddings.rows_pruning import PruneRows
 from tfcompress.embeddings.rowwise import RowwiseQuantize
-from tfcompress.embeddings.tables import HashedEmbedding, QREmbedding
+from tfcompress.embeddings.tables import HashedEmbedding, MixedDimEmbedding, QREmbedding, Table
 
 
 def _replacement(cls):
@@ -15,12 +15,27 @@ def _replacement(cls):
     return make
 
 
+def _mixed_dim(layer, frequencies=None, **options):
+    if isinstance(frequencies, dict):
+        frequencies = frequencies.get(layer.name)
+    if frequencies is None or len(frequencies) != layer.input_dim:
+        raise ValueError(
+            f"method='mixed_dim' needs frequencies=: how often each of the {layer.input_dim} "
+            f"ids of '{layer.name}' is read (e.g. np.bincount(ids, minlength="
+            f"{layer.input_dim})), or a dict of them by layer name; got "
+            f"{'none' if frequencies is None else f'{len(frequencies)} counts'}.")
+    return MixedDimEmbedding.from_frequencies(frequencies, layer.output_dim,
+                                              mask_zero=layer.mask_zero, name=layer.name,
+                                              **options)
+
+
 #: method → `make(plain Embedding layer, **options)`: what wraps or replaces it
 METHODS = {
     "rowwise_int8": lambda layer: RowwiseQuantize(layer, bits=8),
     "rowwise_int4": lambda layer: RowwiseQuantize(layer, bits=4),
     "qr": _replacement(QREmbedding),
     "hashed": _replacement(HashedEmbedding),
+    "mixed_dim": _mixed_dim,
     "prune_rows": PruneRows,
 }
 
@@ -34,9 +49,15 @@ def compress_embeddings(model, method="rowwise_int8", layers=None, min_rows=None
     options `num_buckets`, `operation`) and `"hashed"` (`HashedEmbedding`,
     options `num_buckets` (required), `num_hashes`, `seed`): smaller tables
     that replace the layer (same name), trained from a fresh initialization;
+    `"mixed_dim"` (`MixedDimEmbedding`, options `frequencies` (required:
+    reads per id, an array or a dict by layer name), `num_blocks`, `alpha`,
+    `min_dim`): frequent ids wide, rare ids narrow;
     `"prune_rows"` (`PruneRows`, option `pruning_schedule`): the least-read
     rows pruned whole during `fit` (train with `UpdatePruningStep()`), the
     table kept to the remaining rows by `tfcompress.strip`.
+    Methods compose by calling again: `"rowwise_int8"` / `"rowwise_int4"`
+    on a model whose tables are already `qr`, `hashed` or `mixed_dim` store
+    those tables' rows as int8 too.
     Train the result with an ordinary `fit` (towers may be pruned or
     quantization-aware beside it), then strip and export it.
 
@@ -64,6 +85,8 @@ def compress_embeddings(model, method="rowwise_int8", layers=None, min_rows=None
                          f"{type(model).__name__}.")
     tables = [layer for layer in find(model, keras.layers.Embedding)
               if type(layer) is keras.layers.Embedding]
+    if method.startswith("rowwise"):  # and this folder's float tables
+        tables += [layer for layer in find(model, Table) if layer.row_tables()]
     if layers is not None:
         names = [layers] if isinstance(layers, str) else list(layers)
         known = {t.name for t in tables}
@@ -74,6 +97,10 @@ def compress_embeddings(model, method="rowwise_int8", layers=None, min_rows=None
         chosen = {id(t) for t in tables if t.name in names}
     else:
         chosen = {id(t) for t in tables if min_rows is None or t.input_dim >= min_rows}
+    if not chosen:
+        raise ValueError(f"compress_embeddings: no table to compress with method={method!r} "
+                         f"(min_rows={min_rows}); the model's tables: "
+                         f"{sorted((t.name, t.input_dim) for t in tables)}.")
     make = METHODS[method]
     if method.startswith("rowwise") and options:
         raise ValueError(f"method={method!r} takes no options; got {sorted(options)}.")

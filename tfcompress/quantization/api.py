@@ -187,7 +187,7 @@ def quantize_apply(model, scheme=None, quantized_layer_name_prefix="quant_", *,
         raise ValueError(
             f"Model '{model.name}' is already quantization-aware; quantize the original "
             "float model once (double quantization would stack fake-quant ops).")
-    wrapped = find(model, WeightWrapper)
+    wrapped = [w for w in find(model, WeightWrapper) if not _quantizes_itself(w)]
     if wrapped and not (scheme.preserve_sparsity or scheme.preserve):
         raise ValueError(
             f"Model '{model.name}' still carries {type(wrapped[0]).__name__} wrappers "
@@ -232,6 +232,13 @@ def quantize_scope(*args):
     for extra in args:
         objects.update(extra)
     return keras.saving.custom_object_scope(objects)
+
+
+def _quantizes_itself(layer):
+    """A wrapper of the quantization order that is not ours (e.g. row-wise embedding
+    quantization): left as it is, its output given a range."""
+    return (isinstance(layer, WeightWrapper) and not isinstance(layer, QuantizeWrapper)
+            and layer.order >= QuantizeWrapper.order)
 
 
 def _check_model(model):
@@ -330,6 +337,8 @@ class _Transform:
     def _kind(self, op):
         if not isinstance(op, keras.layers.Layer):
             return "preserving" if type(op).__name__ in C.SCALE_PRESERVING_OPS else "op"
+        if _quantizes_itself(op):
+            return "quantized"
         layer, explicit, selected = self._unwrap(op)
         if not selected:
             return "float"
@@ -397,6 +406,9 @@ class _Transform:
         if kind == "op":
             fq = QuantizeLayer(name=f"quantize_{type(op).__name__.lower()}_{index}")
             return lambda *a, **k: fq(op(*a, **k))
+        if kind == "quantized":  # its weights are its own business; its output gets a range
+            copy, fq = copy_layer(op), QuantizeLayer(name=f"quantize_{op.name}")
+            return lambda *a, **k: fq(copy(*a, **k))
         if kind == "preserving" and not isinstance(op, keras.layers.Layer):
             return op
         layer, explicit, _ = self._unwrap(op)
