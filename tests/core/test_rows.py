@@ -20,8 +20,8 @@ def test_pruned_rows_equal_the_masked_table_and_the_gradient_stays_sparse(rng):
         pruning_schedule=tfc.pruning.ConstantSparsity(0.5, 0, frequency=1000))
     ids = rng.integers(0, 500, (16, 3)).astype("int32")
     layer(ids)
-    assert rows.applies(layer) and layer.masks[0].dtype == "int8"
-    layer.masks[0].assign((rng.random((500, 8)) > 0.5).astype("int8"))
+    assert rows.applies(layer) and layer.masks[0].dtype == "bool"
+    layer.masks[0].assign((rng.random((500, 8)) > 0.5).astype("bool"))
     table = np.asarray(layer.layer.embeddings) * np.asarray(layer.masks[0])
     np.testing.assert_allclose(layer(ids), table[ids], rtol=0, atol=0)
     tfc.core.steps.bind([layer], tf.Variable(5, dtype="int64"))  # a step, no update at it

@@ -57,7 +57,7 @@ class PruneRows(WeightWrapper):
 
     def build_state(self, targets):
         rows = targets[0].shape[0]
-        self.row_mask = self.add_weight(name="row_mask", shape=(rows,), dtype="int8",
+        self.row_mask = self.add_weight(name="row_mask", shape=(rows,), dtype="bool",
                                         initializer="ones", trainable=False, aggregation="none")
         self.reads = self.add_weight(name="reads", shape=(rows,), initializer="zeros",
                                      trainable=False, aggregation="none")
@@ -79,7 +79,7 @@ class PruneRows(WeightWrapper):
                                   "int32"), 1)
         order = tf.argsort(score, direction="DESCENDING", stable=True)
         ranks = tf.argsort(order, stable=True)
-        self.row_mask.assign(tf.cast(tf.cast(ranks < keep, "float32") * kept, "int8"))
+        self.row_mask.assign(tf.logical_and(ranks < keep, self.row_mask.value))
         return tf.no_op()
 
     def _schedule_step(self):
@@ -89,6 +89,11 @@ class PruneRows(WeightWrapper):
     def transform_rows(self, rows, ids, training):
         if training:
             flat = tf.reshape(tf.cast(ids, "int32"), [-1])
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync > 1:
+                # every replica's ids (the global batch's): the same counts, so the same
+                # kept rows, on each replica and worker
+                flat = context.all_gather(flat, axis=0)
             self.reads.value.scatter_add(tf.IndexedSlices(tf.ones_like(flat, "float32"), flat))
             self._schedule_step()
         mask = keras.ops.cast(keras.ops.take(self.row_mask.value, ids, axis=0), rows.dtype)

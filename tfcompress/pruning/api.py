@@ -5,7 +5,7 @@ import warnings
 
 import keras
 
-from tfcompress.core import copy_layer, is_graph_model, map_layers, strip
+from tfcompress.core import WeightWrapper, copy_layer, is_graph_model, map_layers, strip
 from tfcompress.pruning import registry
 from tfcompress.pruning.wrapper import PruneLowMagnitude
 
@@ -158,8 +158,10 @@ def _kind_of(value):
 
 
 def _wrap(layer, params, kwargs, policy=None, left=None):
-    if isinstance(layer, PruneLowMagnitude):
-        return copy_layer(layer)
+    if isinstance(layer, PruneLowMagnitude) or (
+            isinstance(layer, WeightWrapper)
+            and type(layer.computing_layer()) is keras.layers.Embedding):
+        return copy_layer(layer)  # already pruned, or a table another technique owns
     if policy is not None and not policy.allow_pruning(layer):
         return copy_layer(layer)
     names = _weight_names_for(layer, kwargs)

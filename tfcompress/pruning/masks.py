@@ -96,7 +96,7 @@ def magnitude(weights, sparsity, kept=None, dtype=None):
     else:
         result = _threshold_by_sort(magnitudes(), keep)
     if flat_kept is not None:
-        result = tf.logical_and(result, tf.not_equal(flat_kept, 0))
+        result = tf.logical_and(result, tf.cast(flat_kept, "bool"))
     return tf.cast(tf.reshape(result, tf.shape(weights)), dtype or weights.dtype)
 
 

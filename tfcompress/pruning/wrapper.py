@@ -112,13 +112,14 @@ class PruneLowMagnitude(WeightWrapper):
 
     def build_state(self, targets):
         layer = self.computing_layer()
-        # An Embedding table's mask is int8: a quarter of a float32 table, not a whole one.
+        # An Embedding table's mask is bool: a quarter of a float32 table, not a whole one
+        # (bool, not int8: collective ops broadcast no int8 under MultiWorkerMirroredStrategy).
         table = getattr(layer, "_embeddings", None) if isinstance(
             layer, keras.layers.Embedding) else None
         self.masks = [
             self.add_weight(
                 name=rules.relative_path(w, layer).replace("/", "_") + "_mask", shape=w.shape,
-                dtype="int8" if w is table else w.dtype,
+                dtype="bool" if w is table else w.dtype,
                 initializer="ones", trainable=False, aggregation="none",
             )
             for w in targets

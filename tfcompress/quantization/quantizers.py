@@ -23,6 +23,18 @@ def _num_bits(value):
     return int(value)
 
 
+def _over_replicas(low, high):
+    """The batch range over every replica's batch under `tf.distribute` (the global
+    batch's), so that every replica and worker stores the same range; with one replica,
+    the batch's own."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return low, high
+    # all_reduce has no min or max: gather each replica's (low, high) and reduce them
+    both = context.all_gather(tf.stack([low, high])[None], axis=0)
+    return tf.reduce_min(both[:, 0], axis=0), tf.reduce_max(both[:, 1], axis=0)
+
+
 class Quantizer:
     """Base class: `build(shape, name, layer)` → dict of variables; `__call__`.
 
@@ -117,7 +129,7 @@ class _RangeQuantizer(Quantizer):
         # them (TFMOT reads them from variables). Without this, TF's
         # min/max gradients added ~4x the ops to every train step.
         batch = tf.stop_gradient(tf.cast(inputs, "float32"))
-        low, high = self._batch_range(batch)
+        low, high = _over_replicas(*self._batch_range(batch))
         if min_span:
             low = tf.minimum(low, high - min_span)
         # One NaN/Inf in a batch (a bad training row) must not become the
