@@ -160,8 +160,11 @@ def _kind_of(value):
 def _wrap(layer, params, kwargs, policy=None, left=None):
     if isinstance(layer, PruneLowMagnitude) or (
             isinstance(layer, WeightWrapper)
-            and type(layer.computing_layer()) is keras.layers.Embedding):
-        return copy_layer(layer)  # already pruned, or a table another technique owns
+            and (type(layer.computing_layer()) is keras.layers.Embedding
+                 or not registry.split(layer.computing_layer())[0])):
+        # already pruned, a table another technique owns, or a layer another technique
+        # wraps that no pruning rule covers (row-wise tables: QR, hashed, mixed-dim)
+        return copy_layer(layer)
     if policy is not None and not policy.allow_pruning(layer):
         return copy_layer(layer)
     names = _weight_names_for(layer, kwargs)
