@@ -46,7 +46,7 @@ the unwrapped model, for pruning, QAT, row-wise QAT and QR.
     python scripts/bench_embeddings.py            # both parts (~8 min on 2 cores)
     python scripts/bench_embeddings.py --quick    # smoke run: small logs, 10^5 rows, Adam
     python scripts/bench_embeddings.py --model dcn --model dlrm --model two_tower
-    python scripts/bench_embeddings.py --rows 1e7 # the scale part at 10^7 rows (~12 GB)
+    python scripts/bench_embeddings.py --scale-only --rows 1e7 --optimizer sgd  # 10^7 rows
     python scripts/bench_embeddings.py --scale-only
 """
 
@@ -110,66 +110,6 @@ def worker(rows, optimizer, technique):
 USERS, ITEMS, DIM_M = 50_000, 5_000, 32
 
 
-def zipf_logs(n, seed, users=USERS, items=ITEMS, factors=8, strength=6.0):
-    """`(ids dict, clicks)` from the generative model in the module docstring."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)  # the world (factors) is fixed; `seed` draws the logs
-    u = rng.normal(0, 1 / np.sqrt(factors), (users, factors))
-    v = rng.normal(0, 1 / np.sqrt(factors), (items, factors))
-    bias = rng.normal(0, 0.5, items)
-    draw = np.random.default_rng(seed)
-
-    def zipf(count, alpha):
-        p = 1.0 / np.arange(1, count + 1) ** alpha
-        return draw.choice(count, size=n, p=p / p.sum()).astype("int32")
-
-    user, item = zipf(users, 1.1), zipf(items, 1.2)
-    logit = strength * np.sum(u[user] * v[item], axis=1) + bias[item] - 1.0
-    clicks = (draw.random(n) < 1 / (1 + np.exp(-logit))).astype("float32")
-    hour = draw.integers(0, 24, n).astype("int32")  # DLRM's third feature: noise
-    return {"user": user, "item": item, "hour": hour}, clicks
-
-
-def architecture(keras, name):
-    """The model of part 1: `"dcn"` (DCN-v2), `"dlrm"` or `"two_tower"` (see the docstring)."""
-    import keras_rs
-
-    inputs = {key: keras.Input((), dtype="int32", name=key) for key in ("user", "item")}
-    user = keras.layers.Embedding(USERS, DIM_M, name="user_table")(inputs["user"])
-    item = keras.layers.Embedding(ITEMS, DIM_M, name="item_table")(inputs["item"])
-    if name == "dcn":
-        x0 = keras.layers.Concatenate()([user, item])
-        x = keras_rs.layers.FeatureCross(projection_dim=16)(x0, x0)
-        x = keras_rs.layers.FeatureCross(projection_dim=16)(x0, x)
-        x = keras.layers.Dense(64, activation="relu")(x)
-    elif name == "dlrm":  # the pairwise dot products of the two tables and a bias vector
-        inputs["hour"] = keras.Input((), dtype="int32", name="hour")
-        hour = keras.layers.Embedding(24, DIM_M, name="hour_table")(inputs["hour"])
-        pairs = keras_rs.layers.DotInteraction()([user, item, hour])
-        x = keras.layers.Dense(64, activation="relu")(keras.layers.Concatenate()([pairs, hour]))
-    else:  # two towers, a dot product of their outputs and an item bias
-        user_tower = keras.layers.Dense(DIM_M, name="user_tower")(
-            keras.layers.Dense(64, activation="relu")(user))
-        item_tower = keras.layers.Dense(DIM_M, name="item_tower")(
-            keras.layers.Dense(64, activation="relu")(item))
-        x = keras.layers.Concatenate()([keras.layers.Dot(axes=-1)([user_tower, item_tower]),
-                                        keras.layers.Dense(1)(item)])
-    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="click")(x))
-
-
-def table_bytes(flatbuffer):
-    """Bytes of the tensors the flatbuffer's GATHER ops read from (tables, per-row scale codes)."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer)
-    details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    read = {op["inputs"][0] for op in interpreter._get_ops_details() if op["op_name"] == "GATHER"}
-    return sum(int(np.prod(details[i]["shape"])) * np.dtype(details[i]["dtype"]).itemsize
-               for i in read)
-
-
 def litert_auc(flatbuffer, x, y):
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
@@ -192,18 +132,19 @@ def methods(quick, arch="dcn"):
     import tensorflow as tf
 
     import tfcompress as tfc
+    from tfcompress import examples
 
     n, n_test = (40_000, 20_000) if quick else (400_000, 100_000)
     epochs = 1 if quick else 3
-    x, y = zipf_logs(n, seed=1)
-    x_test, y_test = zipf_logs(n_test, seed=2)
+    x, y = examples.zipf_click_logs(n, users=USERS, items=ITEMS, seed=1)
+    x_test, y_test = examples.zipf_click_logs(n_test, users=USERS, items=ITEMS, seed=2)
     if arch != "dlrm":
         del x["hour"], x_test["hour"]
     frequencies = {"user_table": np.bincount(x["user"], minlength=USERS),
                    "item_table": np.bincount(x["item"], minlength=ITEMS)}
 
     def dcn(keras):
-        return architecture(keras, arch)
+        return examples.recommender(arch, users=USERS, items=ITEMS, dim=DIM_M)
 
     def fit(model, epochs, lr=2e-3):
         model.compile(keras.optimizers.Adam(lr), "binary_crossentropy")
@@ -216,7 +157,7 @@ def methods(quick, arch="dcn"):
     rows = []
 
     def row(name, flatbuffer):
-        rows.append({"method": name, "table bytes": table_bytes(flatbuffer),
+        rows.append({"method": name, "table bytes": tfc.export.census.table_bytes(flatbuffer),
                      "AUC": litert_auc(flatbuffer, x_test, y_test)})
 
     row("fp32", tfc.export.to_tflite(dense))
@@ -280,6 +221,11 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rows", type=float, action="append", help="table rows (repeatable)")
     parser.add_argument("--scale-only", action="store_true")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), action="append",
+                        help="the scale part's optimizers (repeatable; default both)")
+    parser.add_argument("--technique", choices=TECHNIQUES[1:], action="append",
+                        help="the scale part's techniques beside 'unwrapped' (repeatable; "
+                             "default all)")
     parser.add_argument("--model", choices=("dcn", "dlrm", "two_tower"), action="append",
                         help="part 1's model (repeatable; default dcn)")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
@@ -318,12 +264,13 @@ def main():
         print()
 
     sizes = [int(r) for r in (args.rows or ([1e5] if args.quick else [1e5, 1e6]))]
-    optimizers = ["adam"] if args.quick else ["adam", "sgd"]
+    optimizers = args.optimizer or (["adam"] if args.quick else ["adam", "sgd"])
+    techniques = ("unwrapped", *(args.technique or TECHNIQUES[1:]))
     records, checks = [], []
     for rows in sizes:
         for optimizer in optimizers:
             base = None
-            for technique in TECHNIQUES:
+            for technique in techniques:
                 print(f"[bench_embeddings] {rows:.0e} rows, {optimizer}, {technique}",
                       file=sys.stderr, flush=True)
                 result = run(rows, optimizer, technique)

@@ -7,6 +7,11 @@
   `v ~ N(0, I/√d)` and a per-item bias; a context feature (one of 8) adds a
   shift; `P(click) = sigmoid(strength·u·v + b_item + c_context - 1)` (strength 6:
   a Bayes-optimal AUC of 0.88 at the defaults).
+- `zipf_click_logs()` and `recommender()`: click logs whose user and item ids
+  follow truncated Zipf laws (a few ids are most of the traffic, most rows
+  are rarely read), and the three recommender architectures of the
+  embedding benchmark and notebook 08 built on them: a keras-rs DCN-v2, a
+  keras-rs DLRM and a two-tower model.
 - `dcn_v2()`, `dlrm()`, `bert_classifier()`: real third-party models built
   from composite layers (keras-rs `FeatureCross`, `DotInteraction`; keras-hub
   `BertBackbone`, from a small config with random weights, no download), each
@@ -282,3 +287,87 @@ def bert_classifier(n=64, seed=0):
     x = {"token_ids": rng.integers(0, 100, (n, 8)).astype("int32"),
          "segment_ids": np.zeros((n, 8), "int32"), "padding_mask": np.ones((n, 8), "int32")}
     return model, x, rng.integers(0, 3, n)
+
+
+def zipf_click_logs(n, users=50_000, items=5_000, alpha_users=1.1, alpha_items=1.2,
+                    factors=8, strength=6.0, seed=0):
+    """Click logs with Zipf-distributed ids, from a stated generative model.
+
+    The world is fixed (seed 0): users and items have latent factors
+    `N(0, I/sqrt(factors))`, items a bias `N(0, 0.5)`. `seed` draws the logs:
+    user ids from a Zipf law truncated to `users` (`P(id) ~ 1/(id+1)^alpha_users`),
+    item ids likewise, an hour of day uniform over 24 (noise), and
+    `P(click) = sigmoid(strength * u.v + b_item - 1)`. Draw training and test
+    logs with different seeds.
+
+    Returns `(features, clicks)`: a dict of int32 arrays `user`, `item`,
+    `hour` of shape (n,), and float32 clicks in {0, 1}.
+
+    Example:
+
+    ```python
+    from tfcompress import examples
+    x, y = examples.zipf_click_logs(10_000, users=2_000, items=500, seed=1)
+    ```
+    """
+    world = np.random.default_rng(0)
+    u = world.normal(0, 1 / np.sqrt(factors), (users, factors))
+    v = world.normal(0, 1 / np.sqrt(factors), (items, factors))
+    bias = world.normal(0, 0.5, items)
+    draw = np.random.default_rng(seed)
+
+    def zipf(count, alpha):
+        p = 1.0 / np.arange(1, count + 1) ** alpha
+        return draw.choice(count, size=n, p=p / p.sum()).astype("int32")
+
+    user, item = zipf(users, alpha_users), zipf(items, alpha_items)
+    logit = strength * np.sum(u[user] * v[item], axis=1) + bias[item] - 1.0
+    clicks = (draw.random(n) < 1 / (1 + np.exp(-logit))).astype("float32")
+    hour = draw.integers(0, 24, n).astype("int32")
+    return {"user": user, "item": item, "hour": hour}, clicks
+
+
+def recommender(kind="dcn", users=50_000, items=5_000, dim=32):
+    """A recommender over `zipf_click_logs` features: `"dcn"`, `"dlrm"` or `"two_tower"`.
+
+    Every kind has a `user_table` (users x dim) and an `item_table`
+    (items x dim) and ends in a sigmoid `click`:
+    - `"dcn"`: keras-rs DCN-v2, the two vectors concatenated, two
+      `FeatureCross` layers (projection 16), Dense 64;
+    - `"dlrm"`: keras-rs `DotInteraction` of the user, item and an
+      `hour_table` (24 x dim) vector, with the hour vector, into Dense 64;
+    - `"two_tower"`: a user tower and an item tower (Dense 64 relu, Dense
+      dim) scored by their dot product, plus an item bias.
+    Inputs are named after the features they read (`hour` for `"dlrm"` only).
+
+    Example:
+
+    ```python
+    from tfcompress import examples
+    model = examples.recommender("dcn", users=2_000, items=500)
+    ```
+    """
+    import keras_rs
+
+    L = keras.layers
+    names = ("user", "item", "hour") if kind == "dlrm" else ("user", "item")
+    inputs = {key: keras.Input((), dtype="int32", name=key) for key in names}
+    user = L.Embedding(users, dim, name="user_table")(inputs["user"])
+    item = L.Embedding(items, dim, name="item_table")(inputs["item"])
+    if kind == "dcn":
+        x0 = L.Concatenate()([user, item])
+        x = keras_rs.layers.FeatureCross(projection_dim=16)(x0, x0)
+        x = keras_rs.layers.FeatureCross(projection_dim=16)(x0, x)
+        x = L.Dense(64, activation="relu")(x)
+    elif kind == "dlrm":
+        hour = L.Embedding(24, dim, name="hour_table")(inputs["hour"])
+        pairs = keras_rs.layers.DotInteraction()([user, item, hour])
+        x = L.Dense(64, activation="relu")(L.Concatenate()([pairs, hour]))
+    elif kind == "two_tower":
+        user_tower = L.Dense(dim, name="user_tower")(L.Dense(64, activation="relu")(user))
+        item_tower = L.Dense(dim, name="item_tower")(L.Dense(64, activation="relu")(item))
+        x = L.Concatenate()([L.Dot(axes=-1)([user_tower, item_tower]), L.Dense(1)(item)])
+    else:
+        raise ValueError(f"kind={kind!r}: use 'dcn', 'dlrm' or 'two_tower'.")
+    return keras.Model(inputs, L.Dense(1, activation="sigmoid", name="click")(x),
+                       name=f"{kind}_recommender")

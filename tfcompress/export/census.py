@@ -114,6 +114,30 @@ def weights(flatbuffer):
     return dict(counts), sparse
 
 
+def table_bytes(flatbuffer):
+    """Bytes of the constant tensors that `flatbuffer`'s GATHER ops read: its lookup tables.
+
+    That is the embedding tables as the file stores them, with whatever a
+    lookup reads beside them (per-row scale codes, id maps).
+
+    Example:
+
+    ```python
+    import keras
+    from tfcompress import export
+    ids = keras.Input((), dtype="int32")
+    model = keras.Model(ids, keras.layers.Embedding(1000, 8)(ids))
+    assert export.census.table_bytes(export.to_tflite(model)) == 1000 * 8 * 4
+    ```
+    """
+    interp = plain_interpreter(flatbuffer)
+    produced = {int(i) for op in interp._get_ops_details() for i in op["outputs"]}
+    read = {int(op["inputs"][0]) for op in interp._get_ops_details()
+            if op["op_name"] == "GATHER"} - produced
+    return sum(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize
+               for d in (interp._get_tensor_details(i, 0) for i in sorted(read)))
+
+
 def plain_interpreter(flatbuffer):
     """A LiteRT interpreter for `flatbuffer` with the default delegates (XNNPACK) off."""
     from ai_edge_litert.interpreter import OpResolverType
