@@ -143,7 +143,8 @@ def parser():
         help="run a recipe (prune, QAT, distil, export) and write artifacts + report",
         description=_wrap("Run a recipe file (JSON, or YAML with PyYAML installed) on a "
                           "Keras model: distil and/or prune, then quantization-aware "
-                          "training, then export. Writes model.keras, the .tflite files, "
+                          "training, then export (an embeddings section compresses "
+                          "the tables first). Writes model.keras, the .tflite files, "
                           "saved_model/ and report.md into --out, and prints the report. "
                           "See tfcompress.recipe for the format."),
         epilog="example:\n"
@@ -152,7 +153,9 @@ def parser():
     run.add_argument("--model", required=True, metavar="M.keras", help="the model to compress")
     run.add_argument("--data", required=True, metavar="D.npz",
                      help="arrays x, y and optionally x_val, y_val (validation) and "
-                          "x_test, y_test (the report; else x_val, y_val, else x, y)")
+                          "x_test, y_test (the report; else x_val, y_val, else x, y); "
+                          "for a model with several inputs, x.<input name> (and "
+                          "x_val.<input name>, x_test.<input name>) instead of x")
     run.add_argument("--out", required=True, metavar="DIR", help="output directory")
     run.add_argument("--overwrite", action="store_true",
                      help="replace artifacts already in --out")

@@ -270,16 +270,37 @@ def _run(args):
         raise CommandError(
             f"cannot read '{args.data}' as a .npz file of arrays ({error}); write it with "
             "numpy.savez(path, x=..., y=...).") from None
+    data = _group_inputs(data)
     unknown = sorted(set(data) - set(_DATA_KEYS))
     if unknown or "x" not in data or "y" not in data:
         raise CommandError(
             f"'{args.data}' must hold arrays x and y (and optionally x_val, y_val, "
-            f"x_test, y_test); it has {sorted(data)}.")
+            f"x_test, y_test; for a model with several inputs, one array per input as "
+            f"x.<input name>, x_val.<input name>, ...); it has {sorted(data)}.")
     model = report.load_model(args.model, safe_mode=not args.unsafe)
     table = recipe.run(model, loaded, data, args.out, safe_mode=not args.unsafe,
                        overwrite=args.overwrite)
     print(report.to_markdown(table))
     print(f"\nwrote {', '.join(sorted(os.listdir(args.out)))} to {args.out}")
+
+
+def _group_inputs(arrays):
+    """`{"x.user": a, "x.item": b, "y": c}` → `{"x": {"user": a, "item": b}, "y": c}`."""
+    grouped = {}
+    for key, array in arrays.items():
+        split, dot, name = key.partition(".")
+        if dot and split in ("x", "x_val", "x_test") and name:
+            if not isinstance(grouped.setdefault(split, {}), dict):
+                raise CommandError(f"the data has an array {split} and also {key}; give "
+                                   f"either {split} (one input) or {split}.<input name> "
+                                   "arrays, one per input.")
+            grouped[split][name] = array
+        elif isinstance(grouped.get(key), dict):
+            raise CommandError(f"the data has {key}.<input name> arrays and also {key}; "
+                               "give one of the two.")
+        else:
+            grouped[key] = array
+    return grouped
 
 
 # -- files -----------------------------------------------------------------------

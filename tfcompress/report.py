@@ -39,6 +39,7 @@ print(report.to_markdown(table))
 
 import contextlib
 import gzip
+import importlib
 import os
 import tempfile
 import zipfile
@@ -110,6 +111,8 @@ def load_model(path, safe_mode=True):
     _check_keras_file(path)
     import tfcompress  # noqa: F401  (registers the wrapper classes with Keras)
 
+    _import_layer_libraries(path)
+
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except ValueError as error:
@@ -123,6 +126,27 @@ def load_model(path, safe_mode=True):
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+#: Layer libraries whose classes a saved model may name. Keras imports a saved class's
+#: module by itself only for keras, keras_hub, keras_cv and keras_nlp; a keras-rs layer
+#: (FeatureCross, DotInteraction) is found only once keras_rs is imported.
+LAYER_LIBRARIES = ("keras_rs", "keras_hub", "keras_cv", "keras_nlp")
+
+
+def _import_layer_libraries(path):
+    """Imports the installed `LAYER_LIBRARIES` that the `.keras` file at `path` names."""
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        config = archive.read("config.json").decode("utf-8", "replace")
+    for name in LAYER_LIBRARIES:
+        if f'"{name}.' in config or f'"{name}>' in config:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                raise ValueError(
+                    f"'{path}' holds layers from {name}, which is not installed here: "
+                    f"`pip install {name.replace('_', '-')}`, then load it again.") from None
 
 
 def _check_keras_file(path):
@@ -255,6 +279,10 @@ def compare(models, data, metric=None, *, output=None, safe_mode=True,
         names.append(str(name))
     frame = pd.DataFrame.from_records(rows, index=pd.Index(names, name="model"))
     frame = frame[list(COLUMNS) + extra + [column]]
+    for name in extra:  # a technique's counts stay integers beside rows that lack them
+        values = frame[name].dropna()
+        if len(values) and all(float(v).is_integer() for v in values):
+            frame[name] = frame[name].astype("Int64")
     return frame.astype({
         "parameters": "int64", "non-zero parameters": "int64", "bytes": "int64",
         "gzip bytes": "int64", "TFLite bytes": "Int64", "sparsity": "float64",

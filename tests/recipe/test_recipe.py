@@ -309,3 +309,48 @@ def test_run_embeddings_section_then_prune_and_quantize_the_tower(tmp_path, clic
             if d["dtype"] == np.int8}
     assert {(14, 16), (15, 16), (10, 16)} <= int8
     assert table.loc["model_int8.tflite", "auc"] > 0.6
+
+
+def test_cli_run_compresses_a_keras_rs_dlrm_s_tables_from_per_input_arrays(tmp_path):
+    """`tfcompress run` on a saved keras-rs DLRM: x.<input> arrays, an embeddings section."""
+    from tfcompress import examples
+
+    model = examples.recommender("dlrm", users=500, items=100, dim=8)
+    model.save(tmp_path / "dlrm.keras")
+    x, y = examples.zipf_click_logs(4096, users=500, items=100, seed=1)
+    xt, yt = examples.zipf_click_logs(1024, users=500, items=100, seed=2)
+    np.savez(tmp_path / "d.npz", y=y, y_test=yt, **{f"x.{k}": v for k, v in x.items()},
+             **{f"x_test.{k}": v for k, v in xt.items()})
+    np.savez(tmp_path / "both.npz", x=x["user"], y=y, **{"x.user": x["user"]})
+    (tmp_path / "r.json").write_text(json.dumps({
+        "embeddings": {"method": "rowwise_int4", "min_rows": 100},
+        "export": {"tflite": ["float"]},
+        "train": {"loss": "binary_crossentropy", "from_logits": False, "batch_size": 256,
+                  "learning_rate": 1e-2},
+        "report": {"metric": "auc", "latency_runs": 2}}))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def cli(data):
+        return subprocess.run(
+            [sys.executable, "-m", "tfcompress_cli", "run", str(tmp_path / "r.json"),
+             "--model", str(tmp_path / "dlrm.keras"), "--data", str(tmp_path / data),
+             "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env,
+            timeout=300)
+
+    bad = cli("both.npz")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    (line,) = [l for l in bad.stderr.splitlines() if l.startswith("tfcompress run: error:")]
+    assert "x.<input name>" in line, line
+
+    out = cli("d.npz")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _table_has_row(out.stdout, "model_float.tflite")
+    flat = (tmp_path / "out" / "model_float.tflite").read_bytes()
+    # user 500 and item 100 rows stored int4 (two per byte) with a scale code a row; the
+    # 24-row hour table (below min_rows) stays float32
+    assert tfc.export.census.table_bytes(flat) == (500 + 100) * (4 + 1) + 24 * 8 * 4
+    plain = tfc.strip(keras.saving.load_model(tmp_path / "out" / "model.keras"))
+    assert isinstance(plain.get_layer("user_table"), tfc.embeddings.Int8RowsEmbedding)
+    assert _table_has_row(out.stdout, "model.keras") and " 3,768 |" in out.stdout
+    auc = [l for l in out.stdout.splitlines() if l.startswith("| model_float.tflite")]
+    assert float(auc[0].rstrip(" |").split("|")[-1]) > 0.6, out.stdout
