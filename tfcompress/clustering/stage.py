@@ -20,11 +20,9 @@ def check(s):
     settings.check_bool("cluster", "per_channel", s["per_channel"])
     settings.check_bool("cluster", "preserve_sparsity", s["preserve_sparsity"])
     settings.check_int("cluster", "epochs", s["epochs"], minimum=1)
-    skip = s["skip_layers"]
-    if not isinstance(skip, (list, tuple)) or not all(isinstance(n, str) and n for n in skip):
-        settings.fail("cluster", "skip_layers", skip,
-                      "a list of layer names to leave unclustered, e.g. ['logits']")
-    s["skip_layers"] = list(skip)
+    settings.check_names("cluster", "skip_layers", s["skip_layers"],
+                         "a list of layer names to leave unclustered, e.g. ['logits']")
+    s["skip_layers"] = list(s["skip_layers"])
 
 
 def prepare(model, recipe, steps_in_stage=None):

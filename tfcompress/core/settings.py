@@ -69,3 +69,19 @@ def check_bool(section, key, value):
     """
     if not isinstance(value, bool):
         fail(section, key, value, "true or false")
+
+
+def check_names(section, key, value, allowed, optional=False):
+    """A list (or tuple) of non-empty layer names, or None when `optional`.
+
+    Example:
+
+    ```python
+    from tfcompress.core import settings
+    settings.check_names("prune", "skip_layers", ["click"], "a list of layer names")
+    ```
+    """
+    if optional and value is None:
+        return
+    if not isinstance(value, (list, tuple)) or not all(isinstance(n, str) and n for n in value):
+        fail(section, key, value, allowed)

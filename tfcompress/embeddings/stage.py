@@ -22,11 +22,9 @@ def check(s):
                          "compress_embeddings(model, 'mixed_dim', frequencies=...) in Python.")
     if s["method"] not in RECIPE_METHODS:
         settings.fail("embeddings", "method", s["method"], f"one of {list(RECIPE_METHODS)}")
-    layers = s["layers"]
-    if layers is not None and (not isinstance(layers, (list, tuple))
-                               or not all(isinstance(n, str) and n for n in layers)):
-        settings.fail("embeddings", "layers", layers,
-                      "null (every table of at least min_rows rows) or a list of layer names")
+    settings.check_names("embeddings", "layers", s["layers"],
+                         "null (every table of at least min_rows rows) or a list of layer names",
+                         optional=True)
     settings.check_int("embeddings", "min_rows", s["min_rows"], minimum=1, optional=True)
     if s["bits"] not in (None, 8, 4) or (s["bits"] and s["method"] not in ("qr", "hashed")):
         settings.fail("embeddings", "bits", s["bits"],

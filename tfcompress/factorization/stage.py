@@ -37,11 +37,10 @@ def check(s):
         settings.check_number("factorize", key, s[key], low=0, high=1, optional=True,
                               text="a number in (0, 1] or null")
     layers = s["layers"]
+    settings.check_names("factorize", "layers", layers,
+                         "null (every Dense, EinsumDense and Embedding) or a list of layer "
+                         "names, e.g. ['user_embedding']", optional=True)
     if layers is not None:
-        if (not isinstance(layers, (list, tuple))
-                or not all(isinstance(n, str) and n for n in layers)):
-            _fail("layers", layers, "null (every Dense, EinsumDense and Embedding) or a list of "
-                                    "layer names, e.g. ['user_embedding']")
         s["layers"] = list(layers)
     settings.check_int("factorize", "epochs", s["epochs"], minimum=1)
 

@@ -17,11 +17,8 @@ def check(s):
                           text="the fraction of each channel group to remove, in (0, 0.99]")
     if s["criterion"] not in CRITERIA:
         settings.fail("prune_filters", "criterion", s["criterion"], f"one of {list(CRITERIA)}")
-    layers = s["layers"]
-    if layers is not None and (not isinstance(layers, (list, tuple))
-                               or not all(isinstance(n, str) and n for n in layers)):
-        settings.fail("prune_filters", "layers", layers,
-                      "null (every prunable group) or a list of layer names")
+    settings.check_names("prune_filters", "layers", s["layers"],
+                         "null (every prunable group) or a list of layer names", optional=True)
     settings.check_int("prune_filters", "begin_step", s["begin_step"])
     settings.check_int("prune_filters", "end_step", s["end_step"], minimum=s["begin_step"] + 1,
                        optional=True)

@@ -45,10 +45,9 @@ def check(s):
     if m_by_n is not None and list(block) != [1, 1]:
         raise ValueError("'prune.m_by_n' and 'prune.block_size' cannot be combined; keep "
                          "block_size [1, 1] with m_by_n.")
-    skip = s["skip_layers"]
-    if not isinstance(skip, (list, tuple)) or not all(isinstance(n, str) and n for n in skip):
-        _fail("skip_layers", skip, "a list of layer names to leave dense, e.g. ['click']")
-    s["skip_layers"] = list(skip)
+    settings.check_names("prune", "skip_layers", s["skip_layers"],
+                         "a list of layer names to leave dense, e.g. ['click']")
+    s["skip_layers"] = list(s["skip_layers"])
     s["block_size"] = list(block)
     s["m_by_n"] = None if m_by_n is None else list(m_by_n)
 
