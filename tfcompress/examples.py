@@ -347,6 +347,8 @@ def recommender(kind="dcn", users=50_000, items=5_000, dim=32):
     model = examples.recommender("dcn", users=2_000, items=500)
     ```
     """
+    if kind not in ("dcn", "dlrm", "two_tower"):
+        raise ValueError(f"kind={kind!r}: use 'dcn', 'dlrm' or 'two_tower'.")
     import keras_rs
 
     L = keras.layers
@@ -363,11 +365,9 @@ def recommender(kind="dcn", users=50_000, items=5_000, dim=32):
         hour = L.Embedding(24, dim, name="hour_table")(inputs["hour"])
         pairs = keras_rs.layers.DotInteraction()([user, item, hour])
         x = L.Dense(64, activation="relu")(L.Concatenate()([pairs, hour]))
-    elif kind == "two_tower":
+    else:  # two towers
         user_tower = L.Dense(dim, name="user_tower")(L.Dense(64, activation="relu")(user))
         item_tower = L.Dense(dim, name="item_tower")(L.Dense(64, activation="relu")(item))
         x = L.Concatenate()([L.Dot(axes=-1)([user_tower, item_tower]), L.Dense(1)(item)])
-    else:
-        raise ValueError(f"kind={kind!r}: use 'dcn', 'dlrm' or 'two_tower'.")
     return keras.Model(inputs, L.Dense(1, activation="sigmoid", name="click")(x),
                        name=f"{kind}_recommender")
