@@ -56,17 +56,45 @@ def test_m_by_n_zeros_m_in_every_n_input_channels(shape, rng):
             assert set(np.argsort(-wgroup)[:n_keep]) == set(np.nonzero(group)[0])
 
 
-def test_large_weights_take_the_histogram_threshold(monkeypatch):
-    import numpy as np
-    import tensorflow as tf
+def _by_sort(weights, sparsity, kept):
+    magnitudes = np.where(kept, np.abs(weights), 0).ravel()
+    keep = max(int(np.round(weights.size * (1 - sparsity))), 1)
+    threshold = np.sort(magnitudes)[::-1][keep - 1]
+    return (np.where(kept, np.abs(weights), -1) >= threshold).astype("float32")
 
-    from tfcompress.pruning import masks
 
-    large = tf.random.stateless_normal([80_000, 64], seed=[1, 2])  # 5.1 M > SORT_LIMIT
-    for sparsity in (0.5, 0.9):
-        kept = int(tf.reduce_sum(masks.magnitude(large, sparsity)))
-        assert abs(kept - round(large.shape.num_elements() * (1 - sparsity))) <= 2
-    small = tf.random.stateless_normal([300, 40], seed=[3, 4])
-    by_sort = masks.magnitude(small, 0.6)
+@pytest.mark.parametrize("shape, sparsity, pruned", [
+    ((3000, 700), 0.7, 0.2), ((100_000, 24), 0.95, 0.5), ((2_500_000,), 0.5, 0.0),
+    ((50_000, 50), 0.3, 0.8),  # asks for fewer zeros than pruned already: all kept stay
+])
+def test_large_weights_match_the_sort_exactly(shape, sparsity, pruned, rng):
+    weights = rng.normal(size=shape).astype("float32")
+    kept = rng.random(shape) >= pruned
+    expected = _by_sort(weights, sparsity, kept)
+    assert weights.size > masks.SORT_LIMIT // 2
+    for limit in (masks.SORT_LIMIT, 1000):  # the bracket path, at this size and smaller
+        masks_limit = masks.SORT_LIMIT
+        masks.SORT_LIMIT = limit
+        try:
+            got = masks.magnitude(tf.Variable(weights), sparsity, tf.Variable(kept))
+        finally:
+            masks.SORT_LIMIT = masks_limit
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_large_weights_fall_back_to_histograms_when_the_sample_misses(monkeypatch, rng):
+    weights = np.round(rng.normal(size=(400, 300)), 1).astype("float32")  # many ties
+    kept = rng.random(weights.shape) >= 0.3
     monkeypatch.setattr(masks, "SORT_LIMIT", 1000)
-    np.testing.assert_array_equal(masks.magnitude(small, 0.6), by_sort)
+    monkeypatch.setattr(masks, "_MARGIN", -50.0)  # a bracket that cannot hold the threshold
+    monkeypatch.setattr(masks, "CHUNK", 7 * 300)  # chunks that do not divide the rows
+    np.testing.assert_array_equal(masks.magnitude(tf.constant(weights), 0.6, kept),
+                                  _by_sort(weights, 0.6, kept))
+
+
+def test_large_weights_under_xla_take_the_sort(monkeypatch, rng):
+    weights = tf.constant(rng.normal(size=(200, 30)).astype("float32"))
+    monkeypatch.setattr(masks, "SORT_LIMIT", 1000)
+    jitted = tf.function(masks.magnitude, jit_compile=True)
+    np.testing.assert_array_equal(jitted(weights, tf.constant(0.7)),
+                                  _by_sort(weights.numpy(), 0.7, True))

@@ -140,7 +140,8 @@ class PruneLowMagnitude(WeightWrapper):
         """An Embedding's gathered rows times their mask rows (see `core.rows`)."""
         if training:
             self.update_masks()
-        return rows * keras.ops.cast(keras.ops.take(self.masks[0].value, ids, axis=0), rows.dtype)
+        # a gather of the variable reads its rows, where `take` would read (copy) all of it
+        return rows * keras.ops.cast(tf.gather(self.masks[0].value, ids), rows.dtype)
 
     def update_masks(self):
         """Training-time step: recompute the masks if the schedule says so."""
