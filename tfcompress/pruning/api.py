@@ -27,7 +27,8 @@ LAYER_KWARGS = ("name", "trainable", "dtype", "autocast", "activity_regularizer"
 
 def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
                         block_pooling_type="AVG", pruning_policy=None,
-                        sparsity_m_by_n=None, **kwargs):
+                        sparsity_m_by_n=None, allocation="uniform", criterion="magnitude",
+                        **kwargs):
     """Wraps a layer, a list of layers, or a Sequential/functional model for pruning.
 
     TFMOT's function, for Keras 3. On a model, every layer with prunable
@@ -50,6 +51,14 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
             functional `keras.Model`.
         pruning_schedule: a `PruningSchedule` (default `ConstantSparsity(0.5, 0)`).
         block_size, block_pooling_type, sparsity_m_by_n: see `PruneLowMagnitude`.
+        allocation: how the schedule's sparsity is shared out among the
+            layers: `"uniform"` (TFMOT's: every weight to the same sparsity),
+            `"global"` (one magnitude ranking over the whole model, each
+            weight keeping at least `allocation.MIN_KEPT` of itself) or
+            `"erk"` (Erdős–Rényi-kernel: small layers kept denser). Both reach
+            the schedule's sparsity over the pruned weights.
+        criterion: `"magnitude"`, or `"fisher"` (w² times the running mean
+            of the weight's squared gradients, gathered inside `fit`).
         pruning_policy: a `PruningPolicy` that checks the model and picks the
             layers to wrap, e.g. `PruneForLatencyOnXNNPack()`. Models only.
         **kwargs: `weight_names=[...]`, passed to `PruneLowMagnitude`. On a
@@ -71,6 +80,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
                              keras.layers.Dense(2)])
     schedule = tfc.pruning.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=100)
     model = tfc.pruning.prune_low_magnitude(base, pruning_schedule=schedule)
+    smarter = tfc.pruning.prune_low_magnitude(base, pruning_schedule=schedule,
+                                              allocation="erk", criterion="fisher")
     ```
     """
     is_layer = (isinstance(to_prune, keras.layers.Layer)
@@ -79,7 +90,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     strict = bool(kwargs.pop("strict", False))
     params = dict(pruning_schedule=pruning_schedule, block_size=block_size,
                   block_pooling_type=block_pooling_type,
-                  sparsity_m_by_n=sparsity_m_by_n)
+                  sparsity_m_by_n=sparsity_m_by_n, allocation=allocation,
+                  criterion=criterion)
     if pruning_policy is not None:
         return _prune_with_policy(to_prune, pruning_policy, params, kwargs)
     if isinstance(to_prune, (list, tuple)):
@@ -114,7 +126,7 @@ def _check_kwargs(kwargs, is_layer):
     if not unknown:
         return
     named = ["to_prune", "pruning_schedule", "block_size", "block_pooling_type",
-             "pruning_policy", "sparsity_m_by_n"]
+             "pruning_policy", "sparsity_m_by_n", "allocation", "criterion"]
     hints = ""
     for key in unknown:
         close = difflib.get_close_matches(key, named + list(accepted), n=1)

@@ -40,6 +40,10 @@ class PruningSchedule:
     def get_config(self):
         raise NotImplementedError
 
+    def end_sparsity(self):
+        """The sparsity the schedule ends at (what `allocation="erk"` shares out)."""
+        return float(self(tf.constant(2 ** 40, "int64"))[1])
+
     @classmethod
     def from_config(cls, config):
         config = dict(config)
