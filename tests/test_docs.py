@@ -61,8 +61,8 @@ def _public_symbols():
     packages = ["tfcompress", "tfcompress.core", "tfcompress.pruning", "tfcompress.quantization",
                 "tfcompress.clustering", "tfcompress.factorization", "tfcompress.embeddings",
                 "tfcompress.distillation",
-                "tfcompress.export", "tfcompress.recipe"]
-    modules = ["tfcompress.report", "tfcompress.examples",
+                "tfcompress.export", "tfcompress.recipe", "tfcompress.analysis"]
+    modules = ["tfcompress.report", "tfcompress.examples", "tfcompress.pruning.allocation",
                "tfcompress.demo", "tfcompress.core.summaries", "tfcompress.export.metrics",
                "tfcompress_cli"]
     found = {}

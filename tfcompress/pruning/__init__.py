@@ -7,7 +7,7 @@ strip:   `strip_pruning(model)` → plain Keras model with the zeros baked in.
 
 from tfcompress import core
 from tfcompress.pruning import stage
-from tfcompress.pruning import callbacks, masks, registry
+from tfcompress.pruning import allocation, callbacks, masks, registry
 from tfcompress.pruning.api import prune_low_magnitude, prune_scope, strip_pruning
 from tfcompress.pruning.callbacks import PruningSummaries, UpdatePruningStep, sparsity_logs
 from tfcompress.pruning.policy import PruneForLatencyOnXNNPack, PruningPolicy
@@ -22,7 +22,7 @@ from tfcompress.pruning import filters_stage
 __all__ = [
     "ConstantSparsity", "PolynomialDecay", "PrunableLayer", "PruneForLatencyOnXNNPack",
     "PruneFilters", "PruneLowMagnitude", "PruningPolicy", "PruningSchedule", "PruningSummaries",
-    "UpdatePruningStep", "masks",
+    "UpdatePruningStep", "allocation", "masks",
     "channel_report", "prune_filters", "prune_low_magnitude", "prune_scope", "registry",
     "shrink", "sparsity_logs",
     "strip_pruning",

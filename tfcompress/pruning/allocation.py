@@ -43,7 +43,15 @@ MIN_KEPT = 0.02
 
 
 def check(allocation):
-    """`allocation`, or a ValueError naming the choices."""
+    """`allocation`, or a ValueError naming the choices.
+
+    Example:
+
+    ```python
+    from tfcompress.pruning import allocation
+    allocation.check("erk")
+    ```
+    """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {', '.join(map(repr, ALLOCATIONS))}; "
                          f"got {allocation!r}.")
@@ -53,7 +61,12 @@ def check(allocation):
 def erk_sparsities(shapes, sparsity):
     """Per-weight sparsities of the ERK allocation whose size-weighted mean is `sparsity`.
 
-    Example: see the module docstring.
+    Example:
+
+    ```python
+    from tfcompress.pruning import allocation
+    allocation.erk_sparsities([(3, 3, 1, 16), (512, 64)], 0.9)  # the conv far denser
+    ```
     """
     sizes = np.array([math.prod(shape) for shape in shapes], "float64")
     raw = np.array([sum(shape) / math.prod(shape) for shape in shapes], "float64")
