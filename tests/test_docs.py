@@ -61,7 +61,7 @@ def _public_symbols():
     packages = ["tfcompress", "tfcompress.core", "tfcompress.pruning", "tfcompress.quantization",
                 "tfcompress.clustering", "tfcompress.factorization", "tfcompress.embeddings",
                 "tfcompress.distillation",
-                "tfcompress.export", "tfcompress.recipe", "tfcompress.analysis"]
+                "tfcompress.export", "tfcompress.recipe", "tfcompress.analysis", "tfcompress.auto"]
     modules = ["tfcompress.report", "tfcompress.examples", "tfcompress.pruning.allocation",
                "tfcompress.demo", "tfcompress.core.summaries", "tfcompress.export.metrics",
                "tfcompress_cli"]
@@ -83,7 +83,8 @@ _SLOW = {"tfcompress.demo.run": "test_cli.py demo",
          "tfcompress.recipe.runner.run": "test_recipe.py run tests",
          "tfcompress.recipe.pipeline.distill_and_prune": "test_distillation.py pipeline",
          "tfcompress.distillation.distiller.Distiller": "test_distillation.py fit tests",
-         "tfcompress.report.compare": "test_report_cli.py compare tests"}
+         "tfcompress.report.compare": "test_report_cli.py compare tests",
+         "tfcompress.auto.compress.compress": "tests/auto/test_compress.py"}
 _PUBLIC = _public_symbols()
 
 

@@ -1,0 +1,46 @@
+"""`tfcompress.auto.compress`: a plan from the sensitivity table, trained in, exported, measured."""
+
+import keras
+import pytest
+
+import tfcompress as tfc
+from tfcompress import examples
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    (x, y), (x_val, y_val), _ = digits
+    keras.utils.set_random_seed(0)
+    model = examples.digits_cnn()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+    return model, {"x": x, "y": y, "x_val": x_val, "y_val": y_val}
+
+
+def test_meets_a_byte_budget_that_int8_alone_does_not(trained):
+    model, data = trained
+    float_bytes = len(tfc.export.to_tflite(model))
+    int8_bytes = len(tfc.export.to_tflite(model, mode="int8", representative_data=data["x"][:256]))
+    budget = float_bytes // 6
+    assert int8_bytes > budget  # int8 alone is not enough: the plan must factorize
+    result = tfc.auto.compress(model, data, budget={"tflite_bytes": budget}, verbose=0)
+    assert len(result.tflite) <= budget
+    last = result.report.iloc[-1]
+    assert last["within budget"] and last["tflite bytes"] == len(result.tflite)
+    assert "dense" in last["ranks"]  # the wide layer, the cheapest per byte saved
+    assert last["metric"] > 0.85 and last["metric name"] == "accuracy"  # in LiteRT
+    assert set(result.sensitivity.technique) == {"low_rank"}
+    assert result.model.count_params() < model.count_params()
+    figure = result.plot()
+    assert figure.axes[0].get_xlabel() == "int8 TFLite bytes"
+
+
+def test_a_budget_no_plan_meets_names_the_closest_configuration(trained):
+    model, data = trained
+    with pytest.raises(ValueError, match="No configuration meets the budget.*closest found"):
+        tfc.auto.compress(model, data, budget={"tflite_bytes": 1000}, verbose=0)
+    with pytest.raises(ValueError, match="budget takes tflite_bytes, latency_ms, params"):
+        tfc.auto.compress(model, data, budget={"bytes": 1000}, verbose=0)
+    plain = examples.digits_cnn()
+    with pytest.raises(ValueError, match="pass loss="):
+        tfc.auto.compress(plain, data, budget={"params": 10_000}, verbose=0)
