@@ -159,6 +159,38 @@ def parser():
     run.add_argument("--out", required=True, metavar="DIR", help="output directory")
     run.add_argument("--overwrite", action="store_true",
                      help="replace artifacts already in --out")
+
+    auto = sub.add_parser(
+        "auto", parents=[common, unsafe], formatter_class=_RAW,
+        help="compress a model to a size (and latency) budget: int8 TFLite, verified",
+        description=_wrap("Compress a trained Keras model to an int8 TFLite file within a "
+                          "budget: measure each layer's sensitivity, plan per-layer ranks "
+                          "with the least predicted metric drop, train the plan in "
+                          "(fine-tuning, then QAT), export and measure the file (bytes, "
+                          "LiteRT metric and latency). Writes model.keras, "
+                          "model_int8.tflite and report.md (every configuration tried) "
+                          "into --out. See tfcompress.auto.compress."),
+        epilog="example:\n"
+               "  tfcompress auto model.keras --data train.npz --max-bytes 30000 --out out/")
+    auto.add_argument("model", metavar="MODEL", help="the trained .keras model, compiled "
+                                                    "with its loss")
+    auto.add_argument("--data", required=True, metavar="D.npz",
+                      help="arrays x, y and optionally x_val, y_val (the sensitivity, the "
+                           "choice and the reported metric use them); several inputs: "
+                           "x.<input name> arrays")
+    auto.add_argument("--max-bytes", type=int, metavar="N", help="int8 TFLite bytes at most")
+    auto.add_argument("--max-latency-ms", type=float, metavar="T",
+                      help="LiteRT batch-1 latency at most, on this machine")
+    auto.add_argument("--max-params", type=int, metavar="P", help="parameters at most")
+    auto.add_argument("--max-drop", type=float, metavar="D",
+                      help="the largest metric drop from the float model accepted")
+    auto.add_argument("--metric", default="accuracy", help="accuracy (default), auc, or a "
+                                                           "Keras metric name")
+    auto.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
+    auto.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs (default 2)")
+    auto.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    auto.add_argument("--overwrite", action="store_true",
+                      help="replace artifacts already in --out")
     return parser
 
 

@@ -72,7 +72,8 @@ def _plain_env(**extra):
     return {**env, "COLUMNS": "100", **extra}
 
 
-@pytest.mark.parametrize("args", [[], ["demo"], ["convert"], ["inspect"], ["report"], ["run"]])
+@pytest.mark.parametrize("args", [[], ["demo"], ["convert"], ["inspect"], ["report"], ["run"],
+                                  ["auto"]])
 def test_help_is_argparse_alone_and_loads_no_tensorflow(args, monkeypatch):
     out = subprocess.run(_command() + args + ["--help"], capture_output=True, text=True,
                          env=_plain_env(), timeout=60)

@@ -40,11 +40,11 @@ def test_readme_recipes_validate():
                 section, key)
 
 
-@pytest.mark.parametrize("command", ["demo", "convert", "inspect", "report", "run"])
+@pytest.mark.parametrize("command", ["demo", "convert", "inspect", "report", "run", "auto"])
 def test_every_cli_command_and_option_is_in_the_readme(command):
     parser = tfcompress_cli.parser()
     (sub,) = [a for a in parser._actions if a.dest == "command"]
-    assert set(sub.choices) == {"demo", "convert", "inspect", "report", "run"}
+    assert set(sub.choices) == {"demo", "convert", "inspect", "report", "run", "auto"}
     assert f"tfcompress {command}" in README
     for action in sub.choices[command]._actions:
         for option in action.option_strings:

@@ -284,6 +284,8 @@ def test_cli_one_line_errors_and_unsafe(files, capsys):
                    "--unsafe", "tfcompress convert model.keras --to int8"]),
     (["inspect"], ["FILE.tflite", "tfcompress inspect model.tflite"]),
     (["report"], ["MODEL_OR_ARTIFACT", "--data D.npz", "--metric", "--unsafe"]),
+    (["auto"], ["--max-bytes N", "--max-latency-ms T", "--max-drop D",
+                "tfcompress auto model.keras --data train.npz --max-bytes"]),
 ])
 def test_help(argv, expected, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -51,7 +51,7 @@ def run(args):
                      qat_epochs=epochs[2], sparsity=args.sparsity)
         else:
             {"convert": _convert, "inspect": _inspect, "report": _report,
-             "run": _run}[args.command](args)
+             "run": _run, "auto": _auto}[args.command](args)
     except Exception as error:  # one clear line unless --debug
         if args.debug:
             raise
@@ -282,6 +282,58 @@ def _run(args):
                        overwrite=args.overwrite)
     print(report.to_markdown(table))
     print(f"\nwrote {', '.join(sorted(os.listdir(args.out)))} to {args.out}")
+
+
+def _auto(args):
+    _need_file(args.model, "the model")
+    _need_file(args.data, "--data")
+    budget = {key: value for key, value in (("tflite_bytes", args.max_bytes),
+                                            ("latency_ms", args.max_latency_ms),
+                                            ("params", args.max_params)) if value is not None}
+    if not budget:
+        raise CommandError("give a budget: --max-bytes N, --max-params P and/or "
+                           "--max-latency-ms T.")
+    from tfcompress import auto, report
+    from tfcompress.export import atomic
+
+    names = ("model.keras", "model_int8.tflite", "report.md")
+    for name in names:
+        atomic.check_target(os.path.join(args.out, name), args.overwrite)
+    data = _group_inputs(_read_npz(args.data))
+    if "x" not in data or "y" not in data or set(data) - {"x", "y", "x_val", "y_val"}:
+        raise CommandError(f"'{args.data}' must hold arrays x and y (and optionally x_val, "
+                           f"y_val; x.<input name> for several inputs); it has {sorted(data)}.")
+    model = report.load_model(args.model, safe_mode=not args.unsafe, compile=True)
+    result = auto.compress(model, data, budget, metric=args.metric, max_drop=args.max_drop,
+                           epochs=args.epochs, qat_epochs=args.qat_epochs, verbose=0)
+    table = result.report.to_markdown(index=False)
+    _save_keras(result.model, os.path.join(args.out, "model.keras"))
+    atomic.write_bytes(os.path.join(args.out, "model_int8.tflite"), result.tflite,
+                       overwrite=args.overwrite)
+    atomic.write_bytes(os.path.join(args.out, "report.md"),
+                       f"# tfcompress auto: budget {budget}\n\n{table}\n".encode(),
+                       overwrite=args.overwrite)
+    print(table)
+    print(f"\nwrote {', '.join(names)} to {args.out}")
+
+
+def _save_keras(model, path):
+    """`model.save(path)` through a temporary sibling and one rename."""
+    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _read_npz(path):
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as error:
+        raise CommandError(
+            f"cannot read '{path}' as a .npz file of arrays ({error}); write it with "
+            "numpy.savez(path, x=..., y=...).") from None
 
 
 def _group_inputs(arrays):

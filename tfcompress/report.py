@@ -87,8 +87,9 @@ class UnsafeModelError(ValueError):
         self.path = path
 
 
-def load_model(path, safe_mode=True):
-    """Loads a `.keras` (or legacy `.h5`) model uncompiled, in Keras safe mode by default.
+def load_model(path, safe_mode=True, compile=False):
+    """Loads a `.keras` (or legacy `.h5`) model, uncompiled unless `compile=True` (then with
+    the loss and optimizer it was saved with), in Keras safe mode by default.
 
     tfcompress's classes are registered on import, so a model saved while
     pruning or quantization-aware loads as it was saved.
@@ -114,7 +115,7 @@ def load_model(path, safe_mode=True):
     _import_layer_libraries(path)
 
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
+        return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
     except ValueError as error:
         if safe_mode and "safe_mode" in str(error):
             raise UnsafeModelError(path, (

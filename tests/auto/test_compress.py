@@ -44,3 +44,37 @@ def test_a_budget_no_plan_meets_names_the_closest_configuration(trained):
     plain = examples.digits_cnn()
     with pytest.raises(ValueError, match="pass loss="):
         tfc.auto.compress(plain, data, budget={"params": 10_000}, verbose=0)
+
+
+def test_cli_auto_writes_a_verified_int8_file_within_the_budget(trained, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    model, data = trained
+    model.save(tmp_path / "m.keras")
+    np.savez(tmp_path / "d.npz", **data)
+    budget = len(tfc.export.to_tflite(model)) // 6
+    found = shutil.which("tfcompress", path=os.path.dirname(sys.executable))
+    command = [found] if found else [sys.executable, "-m", "tfcompress_cli"]
+    out = subprocess.run(command + ["auto", str(tmp_path / "m.keras"), "--data",
+                                    str(tmp_path / "d.npz"), "--max-bytes", str(budget),
+                                    "--epochs", "2", "--qat-epochs", "1",
+                                    "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| ranks" in out.stdout and "wrote model.keras, model_int8.tflite" in out.stdout
+    written = (tmp_path / "out" / "model_int8.tflite").read_bytes()
+    assert len(written) <= budget
+    assert "within budget" in (tmp_path / "out" / "report.md").read_text()
+    loaded = keras.saving.load_model(tmp_path / "out" / "model.keras")
+    assert loaded.count_params() < model.count_params()
+    # no budget: one line, nothing written
+    out = subprocess.run(command + ["auto", str(tmp_path / "m.keras"), "--data",
+                                    str(tmp_path / "d.npz"), "--out", str(tmp_path / "none")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "give a budget: --max-bytes N" in out.stderr
+    assert not (tmp_path / "none").exists()

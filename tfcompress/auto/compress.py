@@ -125,8 +125,8 @@ def compress(model, data, budget, metric="accuracy", max_drop=None, loss=None, e
     x, y, x_val, y_val = _split(data)
     loss = loss or getattr(model, "loss", None)
     if loss is None:
-        raise ValueError("compress fine-tunes the model: pass loss=..., or compile the model "
-                         "with its loss first.")
+        raise ValueError("compress fine-tunes the model, so it needs its loss: pass loss=..., "
+                         "or compile the model with its loss (before saving it, for the CLI).")
     candidates = _factorizable(model)
     table = analysis.sensitivity(model, (x_val, y_val), metric=metric,
                                  techniques={"low_rank": FRACTIONS},
