@@ -258,19 +258,10 @@ def _run(args):
     _need_file(args.recipe, "the recipe")
     _need_file(args.model, "--model")
     _need_file(args.data, "--data")
-    import numpy as np
-
     from tfcompress import recipe, report
 
     loaded = recipe.load(args.recipe)  # validate before anything slow
-    try:
-        with np.load(args.data, allow_pickle=False) as archive:
-            data = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as error:
-        raise CommandError(
-            f"cannot read '{args.data}' as a .npz file of arrays ({error}); write it with "
-            "numpy.savez(path, x=..., y=...).") from None
-    data = _group_inputs(data)
+    data = _group_inputs(_read_npz(args.data))
     unknown = sorted(set(data) - set(_DATA_KEYS))
     if unknown or "x" not in data or "y" not in data:
         raise CommandError(
@@ -364,15 +355,7 @@ def _need_file(path, what):
 
 def _load_npz(path):
     """(x, y) from an .npz: `x` (or {input name: array}) and the optional labels `y`."""
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as error:
-        raise CommandError(
-            f"cannot read '{path}' as a .npz file of arrays ({error}); write it with "
-            "numpy.savez(path, x=..., y=...).") from None
+    arrays = _read_npz(path)
     y = arrays.pop("y", None)
     if "x" in arrays:
         x = arrays.pop("x")

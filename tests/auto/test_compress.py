@@ -8,13 +8,9 @@ from tfcompress import examples
 
 
 @pytest.fixture(scope="module")
-def trained(digits):
+def trained(cnn, digits):
     (x, y), (x_val, y_val), _ = digits
-    keras.utils.set_random_seed(0)
-    model = examples.digits_cnn()
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, batch_size=32, epochs=3, verbose=0)
-    return model, {"x": x, "y": y, "x_val": x_val, "y_val": y_val}
+    return cnn, {"x": x, "y": y, "x_val": x_val, "y_val": y_val}
 
 
 def test_meets_a_byte_budget_that_int8_alone_does_not(trained):
@@ -27,7 +23,8 @@ def test_meets_a_byte_budget_that_int8_alone_does_not(trained):
     assert len(result.tflite) <= budget
     last = result.report.iloc[-1]
     assert last["within budget"] and last["tflite bytes"] == len(result.tflite)
-    assert "dense" in last["ranks"]  # the wide layer, the cheapest per byte saved
+    wide = [layer.name for layer in model.layers if type(layer) is keras.layers.Dense][0]
+    assert wide in last["ranks"]  # the wide Dense layer, the cheapest per byte saved
     assert last["metric"] > 0.85 and last["metric name"] == "accuracy"  # in LiteRT
     assert set(result.sensitivity.technique) == {"low_rank"}
     assert result.model.count_params() < model.count_params()
