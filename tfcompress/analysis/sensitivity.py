@@ -82,20 +82,21 @@ def sensitivity(model, data, metric="accuracy", techniques=("prune", "quantize")
 
     baseline = evaluate()
     rows = []
-    for name, weights in chosen.items():
+    for name, (layer, weights) in chosen.items():
+        table_rows = isinstance(layer, keras.layers.Embedding)  # one scale per row
         originals = [np.asarray(w) for w in weights]
         for technique, values in settings.items():
             for setting in values:
                 try:
-                    for w, value in zip(weights, originals):
-                        w.assign(_compress(technique, setting, value, _is_table(model, name)))
-                    value = evaluate()
+                    for w, original in zip(weights, originals):
+                        w.assign(_compress(technique, setting, original, table_rows))
+                    measured = evaluate()
                 finally:
-                    for w, value_ in zip(weights, originals):
-                        w.assign(value_)
+                    for w, original in zip(weights, originals):
+                        w.assign(original)
                 rows.append({"layer": name, "weights": sum(v.size for v in originals),
-                             "technique": technique, "setting": setting, "metric": value,
-                             "drop": (baseline - value) if higher else (value - baseline)})
+                             "technique": technique, "setting": setting, "metric": measured,
+                             "drop": (baseline - measured) if higher else (measured - baseline)})
     table = pd.DataFrame(rows, columns=["layer", "weights", "technique", "setting", "metric",
                                         "drop"])
     table.attrs["baseline"] = baseline
@@ -252,7 +253,7 @@ def _layers(model, names):
         if registry.has_rule(layer) and not isinstance(layer, keras.Model):
             weights = registry.prunable_weights(layer)
             if weights:
-                found.setdefault(layer.name, weights)
+                found.setdefault(layer.name, (layer, weights))
     if names is not None:
         missing = sorted(set(names) - set(found))
         if missing:
@@ -263,13 +264,6 @@ def _layers(model, names):
         raise ValueError("The model has no layer with a main weight (Dense, Conv, Embedding, "
                          "attention, ...) to analyse.")
     return found
-
-
-def _is_table(model, name):
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if layer.name == name:
-            return isinstance(layer, keras.layers.Embedding)
-    return False
 
 
 def _compress(technique, setting, value, table=False):

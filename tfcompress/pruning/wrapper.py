@@ -224,7 +224,7 @@ class PruneLowMagnitude(WeightWrapper):
                     m.assign(tf.cast(value, m.dtype))
             return tf.no_op()
         scales = self._linked("_erk_scales") if self.allocation == "erk" else [1.0] * len(targets)
-        for w, m, score, scale in zip(targets, self.masks, self._scores(), scales):
+        for m, score, scale in zip(self.masks, self._scores(), scales):
             # `* m`: a pruned weight is never revived, even if a later target is
             # lower (e.g. a schedule restarted by hand).
             m.assign(self._new_mask(score, sparsity * scale, m))
