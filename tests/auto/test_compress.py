@@ -75,3 +75,21 @@ def test_cli_auto_writes_a_verified_int8_file_within_the_budget(trained, tmp_pat
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "give a budget: --max-bytes N" in out.stderr
     assert not (tmp_path / "none").exists()
+
+
+def test_a_keras_rs_recommender_with_several_inputs_and_auc():
+    logs, clicks = examples.zipf_click_logs(20000, users=5000, items=500)
+    held, held_clicks = examples.zipf_click_logs(4000, users=5000, items=500, seed=1)
+    x = {k: logs[k] for k in ("user", "item")}
+    x_val = {k: held[k] for k in ("user", "item")}
+    model = examples.recommender("dcn", users=5000, items=500, dim=32)
+    model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
+    model.fit(x, clicks, batch_size=256, epochs=2, verbose=0)
+    budget = len(tfc.export.to_tflite(model)) // 8
+    result = tfc.auto.compress(model, {"x": x, "y": clicks, "x_val": x_val, "y_val": held_clicks},
+                               budget={"tflite_bytes": budget}, metric="auc", batch_size=256,
+                               epochs=2, qat_epochs=1, verbose=0)
+    last = result.report.iloc[-1]
+    assert len(result.tflite) <= budget and last["metric name"] == "auc"
+    assert {"user_table"} <= set(last["ranks"])  # the tables hold the bytes
+    assert last["metric"] > last["baseline"] - 0.03  # AUC in LiteRT, against the float model's

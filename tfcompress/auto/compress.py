@@ -131,7 +131,8 @@ def compress(model, data, budget, metric="accuracy", max_drop=None, loss=None, e
     table = analysis.sensitivity(model, (x_val, y_val), metric=metric,
                                  techniques={"low_rank": FRACTIONS},
                                  layers=list(candidates) or None, verbose=verbose)
-    int8_bytes = len(export.to_tflite(model, mode="int8", representative_data=x[:256]))
+    calibration = keras.tree.map_structure(lambda a: a[:256], x)  # x may be {input: array}
+    int8_bytes = len(export.to_tflite(model, mode="int8", representative_data=calibration))
     baseline = table.attrs["baseline"]
 
     rows, best = [], None
@@ -141,7 +142,7 @@ def compress(model, data, budget, metric="accuracy", max_drop=None, loss=None, e
         if ranks is None:
             break
         qat, flatbuffer, row = _train(model, ranks, x, y, x_val, y_val, loss, epochs, qat_epochs,
-                                      batch_size, learning_rate, metric)
+                                      batch_size, learning_rate, metric, calibration)
         row.update(predicted=predicted, baseline=baseline)
         row["within budget"] = all(row[_COLUMN[k]] <= v for k, v in budget.items())
         rows.append(row)
@@ -248,7 +249,7 @@ def _rank(name, fraction, candidates):
 
 
 def _train(model, ranks, x, y, x_val, y_val, loss, epochs, qat_epochs, batch_size,
-           learning_rate, metric):
+           learning_rate, metric, calibration):
     small = factorization.factorize(model, rank=ranks) if ranks else keras.models.clone_model(
         model)
     if not ranks:
@@ -262,7 +263,8 @@ def _train(model, ranks, x, y, x_val, y_val, loss, epochs, qat_epochs, batch_siz
                 metrics=[metric] if isinstance(metric, str) and metric != "auc" else None)
     if qat_epochs:
         qat.fit(x, y, batch_size=batch_size, epochs=qat_epochs, verbose=0)
-    flatbuffer = export.to_tflite(qat, mode="int8")
+    # calibration covers tensors QAT put no range on (a composite layer's own ops)
+    flatbuffer = export.to_tflite(qat, mode="int8", representative_data=calibration)
     checked = export.verify(flatbuffer, qat, (x_val, y_val), latency_runs=50)
     return qat, flatbuffer, {
         "ranks": dict(ranks), "tflite bytes": len(flatbuffer), "params": small.count_params(),
