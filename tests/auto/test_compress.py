@@ -13,6 +13,7 @@ def trained(cnn, digits):
     return cnn, {"x": x, "y": y, "x_val": x_val, "y_val": y_val}
 
 
+@pytest.mark.slow
 def test_meets_a_byte_budget_that_int8_alone_does_not(trained):
     model, data = trained
     float_bytes = len(tfc.export.to_tflite(model))
@@ -43,6 +44,7 @@ def test_a_budget_no_plan_meets_names_the_closest_configuration(trained):
         tfc.auto.compress(plain, data, budget={"params": 10_000}, verbose=0)
 
 
+@pytest.mark.slow
 def test_cli_auto_writes_a_verified_int8_file_within_the_budget(trained, tmp_path):
     import os
     import shutil
@@ -77,6 +79,7 @@ def test_cli_auto_writes_a_verified_int8_file_within_the_budget(trained, tmp_pat
     assert not (tmp_path / "none").exists()
 
 
+@pytest.mark.slow
 def test_a_keras_rs_recommender_with_several_inputs_and_auc():
     logs, clicks = examples.zipf_click_logs(20000, users=5000, items=500)
     held, held_clicks = examples.zipf_click_logs(4000, users=5000, items=500, seed=1)
