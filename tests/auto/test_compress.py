@@ -95,4 +95,7 @@ def test_a_keras_rs_recommender_with_several_inputs_and_auc():
     last = result.report.iloc[-1]
     assert len(result.tflite) <= budget and last["metric name"] == "auc"
     assert {"user_table"} <= set(last["ranks"])  # the tables hold the bytes
+    # only layers of the graph are planned: FeatureCross's own Dense sublayers are not
+    assert set(last["ranks"]) <= {layer.name for layer in model.layers}
+    assert set(result.sensitivity.layer) <= {layer.name for layer in model.layers}
     assert last["metric"] > last["baseline"] - 0.03  # AUC in LiteRT, against the float model's

@@ -185,15 +185,25 @@ def _split(data):
 
 
 def _factorizable(model):
-    """`{name: (m, n)}` of the top-level Dense/EinsumDense/Embedding layers (nested models
-    included) whose 2-D kernel `factorize` can split."""
+    """`{name: (m, n)}` of the Dense and Embedding layers of the model's graph (nested models
+    included), whose 2-D kernel `factorize` can split."""
     found = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _graph_layers(model):
         if type(layer) is keras.layers.Dense:
             found[layer.name] = tuple(layer.kernel.shape)
         elif type(layer) is keras.layers.Embedding:
             found[layer.name] = tuple(layer.embeddings.shape)
     return found
+
+
+def _graph_layers(model):
+    """The layers of `model`'s graph, nested models' included; not the sublayers a composite
+    layer's own code calls (keras-rs FeatureCross's Dense), which `factorize` cannot split."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _graph_layers(layer)
+        else:
+            yield layer
 
 
 def _plan(table, candidates, params, int8_bytes, target):
