@@ -160,7 +160,7 @@ def compress(model, data, budget, metric="accuracy", max_drop=None, loss=None, e
     report = pd.DataFrame(rows)
     if best is None:
         closest = min(rows, key=lambda r: r["tflite bytes"]) if rows else _smallest(
-            table, candidates, model.count_params(), int8_bytes)
+            candidates, model.count_params(), int8_bytes)
         raise ValueError(f"No configuration meets the budget {budget}. The closest found: "
                          f"{closest}. Allow more bytes/latency, or compress the model further "
                          "first (structured pruning: tfcompress.pruning.prune_filters + shrink).")
@@ -246,7 +246,7 @@ def _plan(table, candidates, params, int8_bytes, target):
     return ranks, predicted()
 
 
-def _smallest(table, candidates, params, int8_bytes):
+def _smallest(candidates, params, int8_bytes):
     saved = sum(m * n - _rank(name, FRACTIONS[-1], candidates) * (m + n)
                 for name, (m, n) in candidates.items()
                 if m * n > _rank(name, FRACTIONS[-1], candidates) * (m + n))

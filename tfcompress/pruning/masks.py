@@ -76,7 +76,7 @@ def _stacked(parts, size):
 
 
 def _magnitude_by_bits(weights, kept, keep):
-    """`magnitude >= the keep-th largest` (bool, the shape of `weights`), by chunks."""
+    """`magnitude >= the keep-th largest` (bool, flat), by chunks."""
     high = _chunked(
         weights, kept, lambda counts, bits, _: counts + _count(
             tf.bitwise.right_shift(tf.maximum(bits, 0), 16), _HIGH),  # -1s in bin 0: harmless
