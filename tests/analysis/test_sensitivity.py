@@ -33,8 +33,11 @@ def test_every_layer_and_setting_is_measured_and_the_weights_come_back(trained, 
         np.testing.assert_array_equal(a, b)
     layers = _kernels(model)
     assert list(dict.fromkeys(table.layer)) == layers and len(layers) == 5
-    settings = sum(len(v) for v in tfc.analysis.TECHNIQUES.values())
-    assert len(table) == len(layers) * settings
+    settings = sum(len(v) for k, v in tfc.analysis.TECHNIQUES.items() if k != "filters")
+    filters = len(tfc.analysis.TECHNIQUES["filters"])
+    # the logits' channels are the model's output: no filters rows for them
+    assert len(table) == len(layers) * settings + (len(layers) - 1) * filters
+    assert set(table[table.technique == "filters"].layer) == set(layers[:4])
     assert table.attrs["baseline"] == pytest.approx(_accuracy(model, x, y))
     np.testing.assert_allclose(table["drop"], table.attrs["baseline"] - table["metric"])
     # what the table says is what pruning that layer alone does
@@ -46,6 +49,19 @@ def test_every_layer_and_setting_is_measured_and_the_weights_come_back(trained, 
     kernel.assign(original)
     row = table[(table.layer == layers[4]) & (table.technique == "prune") & (table.setting == 0.9)]
     assert float(row.metric.iloc[0]) == pytest.approx(by_hand)
+    # removing filters measures what the shrunk model computes
+    row = table[(table.layer == layers[1]) & (table.technique == "filters")
+                & (table.setting == 0.5)]
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    group = tfc.core.channels.channel_groups(copy)[layers[1]]
+    gone = tfc.core.channels.weakest(group, group.size // 2)
+    for use in group.uses:
+        if use.role == "in":
+            use.weight.assign(tfc.core.channels.unread(use, group, gone))
+    small = tfc.shrink(copy)
+    assert small.get_layer(layers[1]).filters == group.size // 2
+    assert float(row.metric.iloc[0]) == pytest.approx(_accuracy(small, x, y), abs=1e-3)
     # the classifier cannot lose 95 % of itself for free; int8 costs (almost) nothing
     drops = table.set_index(["layer", "technique", "setting"])["drop"]
     assert drops[layers[4], "prune", 0.95] > 0.2
@@ -57,7 +73,8 @@ def test_tensorboard_gets_one_line_per_layer_and_the_plot(trained, tmp_path):
 
     model, (x, y) = trained
     conv, dense = _kernels(model)[0], _kernels(model)[3]
-    table = tfc.analysis.sensitivity(model, (x, y), techniques={"prune": (0.5, 0.9)},
+    table = tfc.analysis.sensitivity(model, (x, y), techniques={"prune": (0.5, 0.9),
+                                                                "low_rank": (0.25,)},
                                      layers=[conv, dense], log_dir=str(tmp_path), verbose=0)
     events = event_accumulator.EventAccumulator(str(tmp_path / "sensitivity"),
                                                 size_guidance={"tensors": 0, "images": 0})
@@ -66,6 +83,7 @@ def test_tensorboard_gets_one_line_per_layer_and_the_plot(trained, tmp_path):
     assert {f"sensitivity/prune/{conv}", f"sensitivity/prune/{dense}"} <= set(tags["tensors"])
     steps = [e.step for e in events.Tensors(f"sensitivity/prune/{conv}")]
     assert steps == [50, 90]
+    assert [e.step for e in events.Tensors(f"sensitivity/low_rank/{dense}")] == [25]
     assert "sensitivity/prune" in tags["images"] or "sensitivity/prune" in tags["tensors"]
     figure = tfc.analysis.plot_sensitivity(table)
     assert [line.get_label() for line in figure.axes[0].get_lines()][:2] == [conv, dense]

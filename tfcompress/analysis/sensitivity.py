@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from tfcompress.clustering import centroids
+from tfcompress.core import channels
 from tfcompress.clustering.config import CentroidInitialization
 from tfcompress.pruning import registry
 
@@ -22,7 +23,10 @@ TECHNIQUES = {
     "quantize": (8, 4),
     "low_rank": (0.5, 0.25, 0.125),
     "cluster": (32, 16, 8),
+    "filters": (0.75, 0.5, 0.25),
 }
+#: Techniques whose settings are fractions (TensorBoard steps: percent).
+_FRACTIONS = ("prune", "low_rank", "filters")
 _HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1", "iou")
 
 
@@ -43,7 +47,13 @@ def sensitivity(model, data, metric="accuracy", techniques=("prune", "quantize")
             bits (per output channel, per row for Embedding tables; weights
             only), `low_rank` kept fractions of the rank (truncated SVD of
             2-D weights and of convolution kernels as `[h·w·in, out]`),
-            `cluster` numbers of shared values (k-means).
+            `cluster` numbers of shared values (k-means), `filters` kept
+            fractions of the layer's output channels (filters, units,
+            embedding columns; the weakest by L2 norm are removed: the
+            weights reading them are zeroed, which is what `tfcompress.shrink`
+            then removes). `filters` rows exist only for layers whose
+            channels can be removed (`tfcompress.core.channels`: not the
+            model's outputs, not channels fixed by a reshape or a norm).
         layers: names of the layers to analyse (default: all with a main weight).
         batch_size: prediction batch size.
         log_dir: also write the table to TensorBoard there (see `log_sensitivity`).
@@ -72,8 +82,10 @@ def sensitivity(model, data, metric="accuracy", techniques=("prune", "quantize")
     x, y = _split(data)
     score, higher = _metric(metric)
     chosen = _layers(model, layers)
-    progress = keras.utils.Progbar(
-        1 + sum(len(s) for s in settings.values()) * len(chosen), verbose=verbose)
+    groups = _filter_groups(model) if "filters" in settings else {}
+    progress = keras.utils.Progbar(1 + sum(
+        len(values) * sum(t != "filters" or name in groups for name in chosen)
+        for t, values in settings.items()), verbose=verbose)
 
     def evaluate():
         value = float(score(y, model.predict(x, batch_size=batch_size, verbose=0)))
@@ -84,17 +96,27 @@ def sensitivity(model, data, metric="accuracy", techniques=("prune", "quantize")
     rows = []
     for name, (layer, weights) in chosen.items():
         table_rows = isinstance(layer, keras.layers.Embedding)  # one scale per row
-        originals = [np.asarray(w) for w in weights]
         for technique, values in settings.items():
+            if technique == "filters" and name not in groups:
+                continue
             for setting in values:
+                if technique == "filters":
+                    group = groups[name]
+                    gone = channels.weakest(group, group.size - _kept(group.size, setting))
+                    changes = [(u.weight, channels.unread(u, group, gone))
+                               for u in group.uses if u.role == "in"]
+                else:
+                    changes = [(w, _compress(technique, setting, np.asarray(w), table_rows))
+                               for w in weights]
+                originals = [(w, np.asarray(w)) for w, _ in changes]
                 try:
-                    for w, original in zip(weights, originals):
-                        w.assign(_compress(technique, setting, original, table_rows))
+                    for w, value in changes:
+                        w.assign(value)
                     measured = evaluate()
                 finally:
-                    for w, original in zip(weights, originals):
-                        w.assign(original)
-                rows.append({"layer": name, "weights": sum(v.size for v in originals),
+                    for w, value in reversed(originals):
+                        w.assign(value)
+                rows.append({"layer": name, "weights": sum(int(np.prod(w.shape)) for w in weights),
                              "technique": technique, "setting": setting, "metric": measured,
                              "drop": (baseline - measured) if higher else (measured - baseline)})
     table = pd.DataFrame(rows, columns=["layer", "weights", "technique", "setting", "metric",
@@ -134,7 +156,7 @@ def plot_sensitivity(table, technique="prune"):
     for layer, part in rows.groupby("layer", sort=False):
         axes.plot(part["setting"], part["drop"], marker="o", label=layer)
     axes.set_xlabel({"prune": "sparsity", "quantize": "bits", "low_rank": "kept rank fraction",
-                     "cluster": "clusters"}.get(technique, technique))
+                     "cluster": "clusters", "filters": "kept fraction of channels"}.get(technique, technique))
     axes.set_ylabel("metric drop")
     axes.set_title(f"Sensitivity to {technique}, one layer at a time")
     if technique != "prune":
@@ -147,7 +169,7 @@ def plot_sensitivity(table, technique="prune"):
 
 def log_sensitivity(table, log_dir):
     """Writes `table` to TensorBoard under `log_dir/sensitivity`: scalars
-    `sensitivity/<technique>/<layer>` (the drop; step: the setting, sparsities
+    `sensitivity/<technique>/<layer>` (the drop; step: the setting, fractions
     in percent), one multi-line chart per technique, and each technique's
     plot as an image when matplotlib is installed.
 
@@ -172,7 +194,8 @@ def log_sensitivity(table, log_dir):
     with writer.as_default():
         tf.summary.experimental.write_raw_pb(custom_scalar.pb(layout).SerializeToString(), step=0)
         for row in table.itertuples():
-            step = round(row.setting * 100) if row.technique == "prune" else int(row.setting)
+            step = (round(row.setting * 100) if row.technique in _FRACTIONS
+                    else int(row.setting))
             tf.summary.scalar(f"sensitivity/{row.technique}/{row.layer}", row.drop, step=step)
         for technique in techniques:
             try:
@@ -264,6 +287,20 @@ def _layers(model, names):
         raise ValueError("The model has no layer with a main weight (Dense, Conv, Embedding, "
                          "attention, ...) to analyse.")
     return found
+
+
+def _filter_groups(model):
+    """`{layer name: the channel group it makes}` for groups whose channels can be removed."""
+    try:
+        found = channels.channel_groups(model)
+    except ValueError:  # a subclassed model: no graph to read channels from
+        return {}
+    return {name: g for name, g in found.items() if g.prunable and "/" not in name}  # not inner
+
+
+def _kept(size, fraction):
+    """How many of `size` channels a kept `fraction` leaves (at least one)."""
+    return max(1, int(round(size * fraction)))
 
 
 def _compress(technique, setting, value, table=False):

@@ -462,3 +462,52 @@ def positions(blocks, group):
             start += size
         offset += total * block.repeat
     return np.stack(rows)
+
+
+def weakest(group, count):
+    """Indices of the `count` channels of `group` whose producing (`"out"`) weights have the
+    smallest L2 norm (ties: the lower index), sorted.
+
+    Example:
+
+    ```python
+    import keras, numpy as np
+    from tfcompress.core import channels
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="a"),
+                              keras.layers.Dense(2)])
+    model.get_layer("a").kernel.assign(np.diag([1.0, 3.0, 2.0])[:, [0, 1, 2, 2]] * [1, 1, 1, 0])
+    group = channels.channel_groups(model)["a"]
+    assert list(channels.weakest(group, 2)) == [0, 3]
+    ```
+    """
+    squares = np.zeros(group.size)
+    for use in group.producers:
+        value = np.square(keras.ops.convert_to_numpy(use.weight).astype("float64"))
+        axis = use.axis % value.ndim
+        along = value.sum(axis=tuple(a for a in range(value.ndim) if a != axis))
+        squares += along[positions(use.blocks, group.name)].sum(axis=0)
+    return np.sort(np.argsort(squares, kind="stable")[:count])
+
+
+def unread(use, group, indices):
+    """`use.weight`'s value (numpy) with its entries that read `group`'s channels `indices`
+    set to zero: after that, `tfcompress.shrink` removes those channels.
+
+    Example:
+
+    ```python
+    import keras, numpy as np
+    from tfcompress.core import channels
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="a"),
+                              keras.layers.Dense(2, name="b")])
+    group = channels.channel_groups(model)["a"]
+    reader = [u for u in group.uses if u.role == "in"][0]
+    assert not channels.unread(reader, group, [1])[1].any()
+    ```
+    """
+    value = keras.ops.convert_to_numpy(use.weight).copy()
+    rows = positions(use.blocks, group.name)[:, np.asarray(indices, dtype=int)].ravel()
+    index = [slice(None)] * value.ndim
+    index[use.axis % value.ndim] = rows
+    value[tuple(index)] = 0
+    return value
