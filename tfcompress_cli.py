@@ -15,6 +15,9 @@ tfcompress convert MODEL.keras --to MODE --out PATH [--data D.npz] [--io-type T]
 tfcompress inspect FILE.tflite
 tfcompress report  MODEL_OR_ARTIFACT [MORE ...] --data D.npz [--metric M] [--unsafe]
 tfcompress run     RECIPE --model M.keras --data D.npz --out DIR [--overwrite] [--unsafe]
+tfcompress auto    MODEL.keras --data D.npz --max-bytes N [--max-latency-ms T] [--max-params P]
+                   [--max-drop D] [--metric M] [--epochs N] [--qat-epochs N] [--distill]
+                   --out DIR [--overwrite]
 ```
 """
 
@@ -168,7 +171,8 @@ def parser():
                           "with the least predicted metric drop, train the plan in "
                           "(fine-tuning, then QAT), export and measure the file (bytes, "
                           "LiteRT metric and latency). Writes model.keras, "
-                          "model_int8.tflite and report.md (every configuration tried) "
+                          "model_int8.tflite, report.md (every configuration tried) and, "
+                          "with matplotlib, pareto.png (metric against bytes) "
                           "into --out. See tfcompress.auto.compress."),
         epilog="example:\n"
                "  tfcompress auto model.keras --data train.npz --max-bytes 30000 --out out/")
@@ -188,6 +192,8 @@ def parser():
                                                            "Keras metric name")
     auto.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
     auto.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs (default 2)")
+    auto.add_argument("--distill", action="store_true",
+                      help="fine-tune with the original model as the teacher")
     auto.add_argument("--out", required=True, metavar="DIR", help="output directory")
     auto.add_argument("--overwrite", action="store_true",
                       help="replace artifacts already in --out")

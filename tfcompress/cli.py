@@ -287,7 +287,7 @@ def _auto(args):
     from tfcompress import auto, report
     from tfcompress.export import atomic
 
-    names = ("model.keras", "model_int8.tflite", "report.md")
+    names = ["model.keras", "model_int8.tflite", "report.md", "pareto.png"]
     for name in names:
         atomic.check_target(os.path.join(args.out, name), args.overwrite)
     data = _group_inputs(_read_npz(args.data))
@@ -296,7 +296,8 @@ def _auto(args):
                            f"y_val; x.<input name> for several inputs); it has {sorted(data)}.")
     model = report.load_model(args.model, safe_mode=not args.unsafe, compile=True)
     result = auto.compress(model, data, budget, metric=args.metric, max_drop=args.max_drop,
-                           epochs=args.epochs, qat_epochs=args.qat_epochs, verbose=0)
+                           epochs=args.epochs, qat_epochs=args.qat_epochs, distill=args.distill,
+                           verbose=0)
     table = result.report.to_markdown(index=False)
     _save_keras(result.model, os.path.join(args.out, "model.keras"))
     atomic.write_bytes(os.path.join(args.out, "model_int8.tflite"), result.tflite,
@@ -304,6 +305,17 @@ def _auto(args):
     atomic.write_bytes(os.path.join(args.out, "report.md"),
                        f"# tfcompress auto: budget {budget}\n\n{table}\n".encode(),
                        overwrite=args.overwrite)
+    try:
+        figure = result.plot()
+    except ImportError:  # matplotlib is optional
+        names.remove("pareto.png")
+    else:
+        import io
+
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        atomic.write_bytes(os.path.join(args.out, "pareto.png"), buffer.getvalue(),
+                           overwrite=args.overwrite)
     print(table)
     print(f"\nwrote {', '.join(names)} to {args.out}")
 

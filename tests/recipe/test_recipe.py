@@ -52,6 +52,11 @@ def _dense():
     ({"distill": {"teacher": "t.keras", "features": [{"teacher": "a", "student": "b",
                                                       "loss": "kl"}]}},
      ["distill.features[0].loss", "cosine_similarity"]),
+    ({"auto": {"metric": "auc"}}, ["'auto' section needs a budget", "auto.max_bytes"]),
+    ({"auto": {"max_bytes": -5}}, ["auto.max_bytes"]),
+    ({"auto": {"max_bytes": 9000}, "prune": {"final_sparsity": 0.5}},
+     ["'auto' section chooses the techniques", "['prune']"]),
+    ({"auto": {"max_bytes": 9000}, "export": {"tflite": ["int8"]}}, ["['export']"]),
 ])
 def test_invalid_recipes_name_the_key_and_the_allowed_values(bad, names):
     with pytest.raises(ValueError) as error:
@@ -148,6 +153,20 @@ def test_run_prune_quantize_export_writes_every_artifact(tmp_path, digits):
     assert "prune → quantize → export" in report and _table_has_row(report, "model_int8.tflite")
     with pytest.raises(FileExistsError, match="overwrite"):
         recipe.run(examples.digits_cnn(width=4), r, data, str(tmp_path))
+
+
+def test_run_auto_section_meets_its_budget_and_reports(tmp_path, digits, cnn):
+    (x, y), (xv, yv), (xt, yt) = digits
+    budget = len(tfc.export.to_tflite(cnn)) // 6
+    r = {"auto": {"max_bytes": budget, "epochs": 1, "qat_epochs": 1},
+         "train": {"learning_rate": 1e-3}, "report": {"latency_runs": 2}}
+    data = {"x": x, "y": y, "x_val": xv, "y_val": yv, "x_test": xt, "y_test": yt}
+    table = recipe.run(cnn, r, data, str(tmp_path))
+    assert len((tmp_path / "model_int8.tflite").read_bytes()) <= budget
+    assert list(table.index)[1:] == ["model.keras", "model_int8.tflite"]
+    assert table.loc["model_int8.tflite", "accuracy"] > 0.85
+    assert "within budget" in (tmp_path / "auto.md").read_text()
+    assert "stages: auto; scored on" in (tmp_path / "report.md").read_text()
 
 
 def test_cli_run(tmp_path, rng):

@@ -1,14 +1,20 @@
 """`compress`: one call from a model and a size budget to a verified int8 TFLite file.
 
-The plan comes from the sensitivity table: every Dense/EinsumDense/Embedding
-layer may be factorized to a fraction of its rank (fewer stored values), the
-whole model is quantized to int8 (a quarter of the float bytes), and the plan
-keeps the factorizations with the least predicted metric drop per byte
-saved until the predicted int8 bytes fit the budget. Then it trains the plan
-in (fine-tuning, then quantization-aware training), exports int8 TFLite,
-and measures the file: bytes from the flatbuffer, latency and the metric
-from LiteRT on this machine. A file over the budget tightens the plan by
-the miss and tries again.
+The plan comes from the sensitivity table. Each layer of the model's graph
+may lose a fraction of its output channels (filters, units, embedding
+columns: the weakest by L2 norm, removed with `tfcompress.shrink`, which
+also shrinks every weight reading them), or, for a Dense or Embedding
+layer, be factorized to a fraction of its rank; the whole model is
+quantized to int8 (a quarter of the float bytes). The plan takes the steps
+with the least predicted metric drop per value saved until the predicted
+int8 bytes fit the budget. Then it trains the plan in (fine-tuning,
+optionally distilled from the original, then quantization-aware training),
+exports int8 TFLite, and measures the file: bytes from the flatbuffer,
+latency and the metric from LiteRT on this machine. A file over the budget
+tightens the plan by the miss and tries again.
+
+Unstructured sparsity is not planned: an int8 TFLite file keeps every zero
+(XNNPack cannot run int8 weights encoded sparsely), so it saves no bytes.
 """
 
 import dataclasses
@@ -17,10 +23,13 @@ import keras
 import numpy as np
 import pandas as pd
 
-from tfcompress import analysis, export, factorization, quantization
+from tfcompress import analysis, distillation, export, factorization, quantization
+from tfcompress.core import channels, shrink
 
-#: Kept fractions of each layer's rank the plan chooses from.
+#: Kept fractions of a layer's rank, or of its output channels, the plan chooses from.
 FRACTIONS = (0.5, 0.25, 0.125, 0.0625)
+#: What the plan may do to a layer (sensitivity techniques).
+TECHNIQUES = ("filters", "low_rank")
 BUDGET_KEYS = ("tflite_bytes", "latency_ms", "params")
 
 
@@ -32,8 +41,9 @@ class AutoResult:
         model: the chosen quantization-aware Keras model (export it again
             with `tfc.export.to_tflite(model, mode="int8")`).
         tflite: the chosen int8 flatbuffer (bytes).
-        report: one row per configuration tried: its ranks, predicted and
-            measured bytes, parameters, LiteRT metric, latency, within budget.
+        report: one row per configuration tried: its plan (`{layer: "rank r"
+            or "k/n channels"}`), predicted and measured bytes, parameters,
+            LiteRT metric, latency, within budget.
         sensitivity: the sensitivity table the plan came from.
 
     Example:
@@ -65,20 +75,26 @@ class AutoResult:
         import matplotlib.pyplot as plt
 
         figure, axes = plt.subplots(figsize=(6, 4))
-        ok = self.report["within budget"]
+        report = self.report.sort_values("tflite bytes")
+        ok = report["within budget"]
         for chosen, marker, label in ((ok, "o", "within budget"), (~ok, "x", "over budget")):
-            part = self.report[chosen]
+            part = report[chosen]
             axes.scatter(part["tflite bytes"], part["metric"], marker=marker, label=label)
+        front = report[report["metric"] >= report["metric"].cummax()]  # none smaller and better
+        axes.step(front["tflite bytes"], front["metric"], where="post", color="grey",
+                  linewidth=0.8, label="Pareto front")
+        axes.axhline(report["baseline"].iloc[0], color="grey", linestyle=":", label="float model")
         axes.set_xlabel("int8 TFLite bytes")
-        axes.set_ylabel("metric (LiteRT)")
+        axes.set_ylabel(f"{report['metric name'].iloc[0]} (LiteRT)")
         axes.set_title("Configurations tried")
-        axes.legend()
+        axes.legend(fontsize="small")
         figure.tight_layout()
         return figure
 
 
 def compress(model, data, budget, metric="accuracy", max_drop=None, loss=None, epochs=3,
-             qat_epochs=2, batch_size=32, learning_rate=1e-3, tries=3, verbose=1):
+             qat_epochs=2, batch_size=32, learning_rate=1e-3, tries=3, distill=False,
+             verbose=1):
     """Compresses `model` to an int8 TFLite file within `budget`, with the least metric drop.
 
     Args:
@@ -86,14 +102,18 @@ def compress(model, data, budget, metric="accuracy", max_drop=None, loss=None, e
         data: `(x, y)` or `{"x", "y", "x_val", "y_val"}`; the sensitivity,
             the choice and the reported metric use the validation data (else `x, y`).
         budget: `{"tflite_bytes": N}` and/or `{"params": N}` (what the plan
-            fits), optionally `"latency_ms"` (checked on the exported file:
-            LiteRT, batch 1, one thread, this machine).
+            fits), optionally `"latency_ms"` (measured on the exported file:
+            LiteRT, batch 1, one thread, this machine; a miss tightens the
+            byte target in proportion and plans again).
         metric: as in `tfcompress.analysis.sensitivity`.
         max_drop: the largest metric drop from the float model accepted; a
             result beyond it is an error naming it.
         loss: for fine-tuning; default the model's compiled loss.
-        epochs, qat_epochs: fine-tuning of the factorized model, then QAT.
+        epochs, qat_epochs: fine-tuning of the reduced model, then QAT.
         tries: how many plans to train before giving up on the budget.
+        distill: fine-tune with the original model as the teacher
+            (`tfcompress.distillation`: logits distillation for a
+            several-class logits output, binary for one probability/logit).
         verbose: 1 prints each try.
 
     Returns:
@@ -127,22 +147,26 @@ def compress(model, data, budget, metric="accuracy", max_drop=None, loss=None, e
     if loss is None:
         raise ValueError("compress fine-tunes the model, so it needs its loss: pass loss=..., "
                          "or compile the model with its loss (before saving it, for the CLI).")
-    candidates = _factorizable(model)
+    teacher_loss = _distillation_loss(model, loss) if distill else None
+    sizes = _Sizes(model)
     table = analysis.sensitivity(model, (x_val, y_val), metric=metric,
-                                 techniques={"low_rank": FRACTIONS},
-                                 layers=list(candidates) or None, verbose=verbose)
+                                 techniques={t: FRACTIONS for t in TECHNIQUES},
+                                 layers=list(sizes.candidates) or None, verbose=verbose)
     calibration = keras.tree.map_structure(lambda a: a[:256], x)  # x may be {input: array}
     int8_bytes = len(export.to_tflite(model, mode="int8", representative_data=calibration))
     baseline = table.attrs["baseline"]
+    settings = dict(epochs=epochs, qat_epochs=qat_epochs, batch_size=batch_size,
+                    learning_rate=learning_rate, metric=metric, teacher_loss=teacher_loss)
 
-    rows, best = [], None
+    rows, best, smallest = [], None, None
     target = dict(budget)
     for attempt in range(tries):
-        ranks, predicted = _plan(table, candidates, model.count_params(), int8_bytes, target)
-        if ranks is None:
+        plan, predicted, fits = _plan(table, sizes, int8_bytes, target)
+        if not fits:
+            smallest = {"plan": _describe(plan, sizes), **predicted}
             break
-        qat, flatbuffer, row = _train(model, ranks, x, y, x_val, y_val, loss, epochs, qat_epochs,
-                                      batch_size, learning_rate, metric, calibration)
+        qat, flatbuffer, row = _train(model, plan, sizes, (x, y, x_val, y_val), loss,
+                                      calibration, **settings)
         row.update(predicted=predicted, baseline=baseline)
         row["within budget"] = all(row[_COLUMN[k]] <= v for k, v in budget.items())
         rows.append(row)
@@ -159,17 +183,15 @@ def compress(model, data, budget, metric="accuracy", max_drop=None, loss=None, e
                 budget["latency_ms"] / row["latency ms"])
     report = pd.DataFrame(rows)
     if best is None:
-        closest = min(rows, key=lambda r: r["tflite bytes"]) if rows else _smallest(
-            candidates, model.count_params(), int8_bytes)
+        closest = min(rows, key=lambda r: r["tflite bytes"]) if rows else smallest
         raise ValueError(f"No configuration meets the budget {budget}. The closest found: "
-                         f"{closest}. Allow more bytes/latency, or compress the model further "
-                         "first (structured pruning: tfcompress.pruning.prune_filters + shrink).")
+                         f"{closest}. Allow more bytes/latency, or train a smaller model.")
     qat, flatbuffer, row = best
     drop = baseline - row["metric"]
     if max_drop is not None and drop > max_drop:
         raise ValueError(f"The configuration within the budget loses {drop:.4f} of the metric "
                          f"(max_drop={max_drop}): {row}. Allow a larger budget or max_drop, or "
-                         "train longer (epochs=, qat_epochs=).")
+                         "train longer (epochs=, qat_epochs=, distill=True).")
     return AutoResult(model=qat, tflite=flatbuffer, report=report, sensitivity=table)
 
 
@@ -184,21 +206,10 @@ def _split(data):
     return x, np.asarray(y), x, np.asarray(y)
 
 
-def _factorizable(model):
-    """`{name: (m, n)}` of the Dense and Embedding layers of the model's graph (nested models
-    included), whose 2-D kernel `factorize` can split."""
-    found = {}
-    for layer in _graph_layers(model):
-        if type(layer) is keras.layers.Dense:
-            found[layer.name] = tuple(layer.kernel.shape)
-        elif type(layer) is keras.layers.Embedding:
-            found[layer.name] = tuple(layer.embeddings.shape)
-    return found
-
-
 def _graph_layers(model):
     """The layers of `model`'s graph, nested models' included; not the sublayers a composite
-    layer's own code calls (keras-rs FeatureCross's Dense), which `factorize` cannot split."""
+    layer's own code calls (keras-rs FeatureCross's Dense), which neither `factorize` nor
+    `shrink` can change."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from _graph_layers(layer)
@@ -206,67 +217,178 @@ def _graph_layers(model):
             yield layer
 
 
-def _plan(table, candidates, params, int8_bytes, target):
-    """`({layer: rank}, predicted)` meeting `target` with the least predicted drop, greedily by
-    drop per value saved; `(None, None)` when even every smallest rank does not fit."""
-    drops = {(r.layer, r.setting): max(float(r.drop), 0.0) for r in table.itertuples()}
-    chosen = {name: None for name in candidates}  # None: left whole
+def _main_weight(layer):
+    """The 2-D weight `factorize` splits (a Dense kernel, an Embedding table), or None."""
+    if type(layer) is keras.layers.Dense:
+        return layer.kernel
+    if type(layer) is keras.layers.Embedding:
+        return layer.embeddings
+    return None
 
-    def values(name, fraction):
-        m, n = candidates[name]
-        if fraction is None:
-            return m * n
-        return _rank(name, fraction, candidates) * (m + n)
 
-    def predicted():
-        saved = sum(values(n, None) - values(n, f) for n, f in chosen.items())
-        return {"params": params - saved, "tflite_bytes": int8_bytes - saved}
+def _kept(size, fraction):
+    return max(1, int(round(fraction * size)))
+
+
+class _Sizes:
+    """What each layer of the model's graph can do, and how many values a plan keeps.
+
+    `candidates` is `{layer name: techniques}`: `"filters"` for the layers that make a
+    removable channel group, `"low_rank"` for Dense and Embedding layers.
+    """
+
+    def __init__(self, model):
+        layers = list(_graph_layers(model))
+        try:
+            found = channels.channel_groups(model)
+        except ValueError:  # a subclassed model: no graph
+            found = {}
+        self.groups = {n: g for n, g in found.items() if g.prunable and "/" not in n}
+        self.matrices = {layer.name: id(_main_weight(layer)) for layer in layers
+                         if _main_weight(layer) is not None}
+        self.candidates = {}
+        for layer in layers:
+            options = tuple(t for t, ok in (("filters", layer.name in self.groups),
+                                            ("low_rank", layer.name in self.matrices)) if ok)
+            if options:
+                self.candidates[layer.name] = options
+        self.shapes = {id(w): tuple(w.shape) for w in model.weights}
+        self.total = sum(int(np.prod(shape)) for shape in self.shapes.values())
+
+    def shapes_after(self, plan):
+        """`{id(weight): shape}` once the plan's channels are removed."""
+        removed = {}
+        for name, (technique, fraction) in plan.items():
+            if technique != "filters":
+                continue
+            group = self.groups[name]
+            gone = group.size - _kept(group.size, fraction)
+            for use in group.uses:
+                axes = removed.setdefault(id(use.weight), {})
+                axis = use.axis % len(self.shapes[id(use.weight)])
+                copies = len(channels.positions(use.blocks, group.name))
+                axes[axis] = axes.get(axis, 0) + copies * gone
+        return {key: tuple(d - removed.get(key, {}).get(a, 0) for a, d in enumerate(shape))
+                for key, shape in self.shapes.items()}
+
+    def values(self, plan):
+        shapes = self.shapes_after(plan)
+        total = sum(int(np.prod(shape)) for shape in shapes.values())
+        for name, (technique, fraction) in plan.items():
+            if technique == "low_rank":
+                m, n = shapes[self.matrices[name]]
+                total += _kept(min(m, n), fraction) * (m + n) - m * n
+        return total
+
+
+def _plan(table, sizes, int8_bytes, target):
+    """`(plan, predicted, fits)`: `plan` is `{layer: (technique, kept fraction)}`, grown
+    greedily by the least predicted drop per value saved until `target` fits, or as far as
+    it goes."""
+    drops = {(r.layer, r.technique, r.setting): max(float(r.drop), 0.0)
+             for r in table.itertuples()}
+    plan = {}
+
+    def predicted(p):
+        saved = sizes.total - sizes.values(p)
+        return {"params": sizes.total - saved, "tflite_bytes": int8_bytes - saved}
 
     def fits(p):
         return all(p[k] <= v for k, v in target.items() if k in p)
 
-    while not fits(predicted()):
+    now = sizes.values(plan)
+    while not fits(predicted(plan)):
         moves = []
-        for name, fraction in chosen.items():
-            following = [f for f in FRACTIONS if fraction is None or f < fraction]
-            if not following:
-                continue
-            step = following[0]
-            saved = values(name, fraction) - values(name, step)
-            if saved <= 0:
-                continue
-            cost = drops.get((name, step), 0.0) - (drops.get((name, fraction), 0.0)
-                                                   if fraction else 0.0)
-            moves.append(((max(cost, 0.0) + 1e-6) / saved, name, step))
+        for name, options in sizes.candidates.items():
+            current = plan.get(name)
+            for technique in options if current is None else (current[0],):
+                following = [f for f in FRACTIONS if current is None or f < current[1]]
+                if not following:
+                    continue
+                step = {**plan, name: (technique, following[0])}
+                saved = now - sizes.values(step)
+                if saved <= 0:
+                    continue
+                cost = drops.get((name, technique, following[0]), 0.0) - (
+                    drops.get((name, *current), 0.0) if current else 0.0)
+                moves.append(((max(cost, 0.0) + 1e-6) / saved, name, technique, following[0]))
         if not moves:
-            return None, None
-        _, name, step = min(moves)
-        chosen[name] = step
-    ranks = {n: _rank(n, f, candidates) for n, f in chosen.items() if f is not None}
-    return ranks, predicted()
+            return plan, predicted(plan), False
+        _, name, technique, fraction = min(moves)
+        plan[name] = (technique, fraction)
+        now = sizes.values(plan)
+    return plan, predicted(plan), True
 
 
-def _smallest(candidates, params, int8_bytes):
-    saved = sum(m * n - _rank(name, FRACTIONS[-1], candidates) * (m + n)
-                for name, (m, n) in candidates.items()
-                if m * n > _rank(name, FRACTIONS[-1], candidates) * (m + n))
-    return {"every layer at rank fraction": FRACTIONS[-1],
-            "predicted tflite bytes": int8_bytes - saved, "predicted params": params - saved}
+def _describe(plan, sizes):
+    """`{layer: "rank r" or "k/n channels"}`, as `_reduce` would make it."""
+    shapes, out = sizes.shapes_after(plan), {}
+    for name, (technique, fraction) in plan.items():
+        if technique == "filters":
+            size = sizes.groups[name].size
+            out[name] = f"{_kept(size, fraction)}/{size} channels"
+        else:
+            out[name] = f"rank {_kept(min(shapes[sizes.matrices[name]]), fraction)}"
+    return out
 
 
-def _rank(name, fraction, candidates):
-    return max(1, int(round(fraction * min(candidates[name]))))
+def _reduce(model, plan):
+    """A copy of `model` with the plan's channels removed (`shrink`), then its layers factorized:
+    `(model, {layer: what it became})`."""
+    small = keras.models.clone_model(model)
+    small.set_weights(model.get_weights())
+    filters = {n: f for n, (t, f) in plan.items() if t == "filters"}
+    described = {}
+    if filters:
+        groups = channels.channel_groups(small)
+        for name, fraction in filters.items():
+            group = groups[name]
+            gone = channels.weakest(group, group.size - _kept(group.size, fraction))
+            for use in group.uses:
+                if use.role == "in":
+                    use.weight.assign(channels.unread(use, group, gone))
+            described[name] = f"{group.size - len(gone)}/{group.size} channels"
+        small = shrink(small)
+    layers = {layer.name: layer for layer in _graph_layers(small)}
+    ranks = {n: _kept(min(_main_weight(layers[n]).shape), f)
+             for n, (t, f) in plan.items() if t == "low_rank"}
+    described.update({n: f"rank {r}" for n, r in ranks.items()})
+    if ranks:
+        small = factorization.factorize(small, rank=ranks)
+    return small, described
 
 
-def _train(model, ranks, x, y, x_val, y_val, loss, epochs, qat_epochs, batch_size,
-           learning_rate, metric, calibration):
-    small = factorization.factorize(model, rank=ranks) if ranks else keras.models.clone_model(
-        model)
-    if not ranks:
-        small.set_weights(model.get_weights())
-    small.compile(keras.optimizers.Adam(learning_rate), loss)
+def _distillation_loss(model, loss):
+    """The distillation loss that fits the model's output, or a clear error."""
+    outputs = model.outputs
+    from_logits = bool(getattr(loss, "from_logits", False))
+    if len(outputs) == 1 and outputs[0].shape[-1] == 1:
+        return distillation.BinaryDistillation(from_logits=from_logits)
+    if len(outputs) == 1 and from_logits:
+        return distillation.LogitsDistillation(temperature=2.0)
+    raise ValueError("distill=True needs one output: several-class logits (a loss with "
+                     "from_logits=True) or one click probability/logit; got "
+                     f"{len(outputs)} output(s) and loss {loss!r}.")
+
+
+def _train(model, plan, sizes, data, loss, calibration, epochs, qat_epochs, batch_size,
+           learning_rate, metric, teacher_loss):
+    x, y, x_val, y_val = data
+    small, described = _reduce(model, plan)
     if epochs:
-        small.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
+        trained = small
+        # the Distiller freezes its teacher: the user's model gets its own flags back
+        flags = [(layer, layer.trainable) for layer in model._flatten_layers()]
+        try:
+            if teacher_loss is not None:
+                trained = distillation.Distiller(teacher=model, student=small,
+                                                 distillation_losses=teacher_loss,
+                                                 student_loss_weight=0.5)
+            trained.compile(keras.optimizers.Adam(learning_rate), loss)
+            trained.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
+        finally:
+            for layer, flag in flags:
+                layer.trainable = flag
     qat = quantization.quantize_model(small)
     # the LiteRT score below is the compiled metric's (tfcompress.export.verify)
     qat.compile(keras.optimizers.Adam(learning_rate / 3), loss,
@@ -277,6 +399,6 @@ def _train(model, ranks, x, y, x_val, y_val, loss, epochs, qat_epochs, batch_siz
     flatbuffer = export.to_tflite(qat, mode="int8", representative_data=calibration)
     checked = export.verify(flatbuffer, qat, (x_val, y_val), latency_runs=50)
     return qat, flatbuffer, {
-        "ranks": dict(ranks), "tflite bytes": len(flatbuffer), "params": small.count_params(),
+        "plan": described, "tflite bytes": len(flatbuffer), "params": small.count_params(),
         "metric": float(checked.artifact_score), "metric name": checked.metric,
         "latency ms": checked.latency_ms}

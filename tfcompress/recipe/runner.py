@@ -42,6 +42,11 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
        from the QAT model and the float exports (float, dynamic, float16,
        int16x8, SavedModel) from the pruned model before QAT, which is also
        saved as `model_float.keras`.
+    An `auto` section replaces all three: `tfcompress.auto.compress` with its
+    budget, on `x, y` (choosing on `x_val, y_val`), the `train` section's
+    loss, learning rate and batch size; it writes `model.keras` (the
+    quantization-aware model), `model_int8.tflite` and `auto.md` (every
+    configuration tried).
     Each training stage logs to TensorBoard under `out_dir/logs/train` and
     `out_dir/logs/qat` (`tfcompress.CompressionSummaries`: sparsity, QAT
     ranges, distillation losses). Finally `report.md`: `tfcompress.report.compare` over the input model and
@@ -71,13 +76,13 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
                        "/tmp/recipe_out", overwrite=True)
     ```
     """
-    from tfcompress import export, report
+    from tfcompress import export
 
     r = load(recipe)
     data = _split(data)
     x, y = data["x"], data["y"]
     t = r["train"]
-    names = ["model.keras", "model_float.keras", "report.md", "logs"] + [
+    names = ["model.keras", "model_float.keras", "report.md", "logs", "auto.md"] + [
         f"model_{m}.tflite" for m in r.get("export", {}).get("tflite", [])]
     if r.get("export", {}).get("saved_model"):
         names.append("saved_model")
@@ -92,6 +97,9 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
     fit = dict(batch_size=t["batch_size"], validation_data=validation, verbose=t["verbose"])
     steps_per_epoch = steps.steps_per_epoch(x, t["batch_size"])
 
+    if "auto" in r:
+        artifacts = _auto(model, r, data, out_dir)
+        return _report(model, r, data, artifacts, ["auto"], out_dir)
     r = with_teacher(r, safe_mode)
     transforms, teachers, finals = (present(r, role) for role in ("transform", "teacher", "final"))
     current = model
@@ -144,6 +152,41 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
         export.to_saved_model(float_model, path, overwrite=True)
         artifacts["saved_model"] = path
 
+    stages = [st.key for st in teachers + transforms + finals] + ["export"]
+    return _report(model, r, data, artifacts, stages, out_dir)
+
+
+def _auto(model, r, data, out_dir):
+    """The `auto` section: `tfcompress.auto.compress`, its model, file and table written."""
+    from tfcompress import auto
+
+    a, t = r["auto"], r["train"]
+    budget = {key: a[name] for key, name in (("tflite_bytes", "max_bytes"),
+                                             ("latency_ms", "max_latency_ms"),
+                                             ("params", "max_params")) if a[name] is not None}
+    split = {k: data[k] for k in ("x", "y", "x_val", "y_val") if k in data}
+    result = auto.compress(model, split, budget, metric=a["metric"], max_drop=a["max_drop"],
+                           loss=compile_kwargs(r)["loss"], epochs=a["epochs"],
+                           qat_epochs=a["qat_epochs"], batch_size=t["batch_size"],
+                           learning_rate=t["learning_rate"], tries=a["tries"],
+                           distill=a["distill"], verbose=t["verbose"])
+    paths = {name: os.path.join(out_dir, name)
+             for name in ("model.keras", "model_int8.tflite", "auto.md")}
+    for path in paths.values():
+        _replace(path)
+    result.model.save(paths["model.keras"])
+    with open(paths["model_int8.tflite"], "wb") as handle:
+        handle.write(result.tflite)
+    with open(paths["auto.md"], "w", encoding="utf-8") as handle:
+        handle.write(f"# tfcompress auto: budget {budget}\n\n"
+                     f"{result.report.to_markdown(index=False)}\n")
+    return {"model.keras": paths["model.keras"], "model_int8.tflite": paths["model_int8.tflite"]}
+
+
+def _report(model, r, data, artifacts, stages, out_dir):
+    """`report.md`: the input model and every artifact on the test data (else val, else x)."""
+    from tfcompress import report
+
     for split in ("test", "val", ""):
         key = f"x_{split}" if split else "x"
         if key in data:
@@ -153,7 +196,6 @@ def run(model, recipe, data, out_dir, *, safe_mode=True, overwrite=False):
     rows = {f"input ({getattr(model, 'name', 'model')})": model, **artifacts}
     table = report.compare(rows, scored, metric=rep["metric"], max_samples=rep["max_samples"],
                            latency_runs=rep["latency_runs"])
-    stages = [st.key for st in teachers + transforms + finals] + ["export"]
     text = (f"# tfcompress recipe report\n\nstages: {' → '.join(stages)}; scored on "
             f"{len(scored[1])} samples ({'x_' + split if split else 'x'}).\n\n"
             + report.to_markdown(table) + "\n")

@@ -24,6 +24,9 @@ WORKFLOW = {
               "loss": "sparse_categorical_crossentropy", "from_logits": True,
               "metrics": ["accuracy"], "verbose": 0},
     "report": {"metric": "accuracy", "max_samples": None, "latency_runs": 20},
+    # tfcompress.auto.compress: a budget instead of techniques (no technique sections beside it)
+    "auto": {"max_bytes": None, "max_latency_ms": None, "max_params": None, "max_drop": None,
+             "metric": "accuracy", "epochs": 3, "qat_epochs": 2, "distill": False, "tries": 3},
 }
 
 
@@ -154,6 +157,11 @@ def validate(recipe):
     for section in result:
         check = stages[section].check if section in stages else _CHECKS[section]
         check(result[section])
+    beside = sorted(set(result) & (set(stages) | {"export"}))
+    if "auto" in result and beside:
+        raise ValueError(f"An 'auto' section chooses the techniques and writes "
+                         f"model_int8.tflite itself; remove the section(s) {beside}, or the "
+                         "'auto' section to run them yourself.")
     result.setdefault("train", copy.deepcopy(SCHEMA["train"]))
     result.setdefault("report", copy.deepcopy(SCHEMA["report"]))
     return result
@@ -206,4 +214,23 @@ def _check_report(s):
     _int("report", "latency_runs", s["latency_runs"], minimum=1)
 
 
-_CHECKS = {"export": _check_export, "train": _check_train, "report": _check_report}
+def _check_auto(s):
+    budget = ("max_bytes", "max_latency_ms", "max_params")
+    if all(s[key] is None for key in budget):
+        raise ValueError("An 'auto' section needs a budget: 'auto.max_bytes' (int8 TFLite "
+                         "bytes), 'auto.max_params' and/or 'auto.max_latency_ms'.")
+    _int("auto", "max_bytes", s["max_bytes"], minimum=1, optional=True)
+    _int("auto", "max_params", s["max_params"], minimum=1, optional=True)
+    _number("auto", "max_latency_ms", s["max_latency_ms"], low=0, optional=True,
+            text="a number of milliseconds > 0")
+    _number("auto", "max_drop", s["max_drop"], low=None, optional=True)
+    if not isinstance(s["metric"], str):
+        _fail("auto", "metric", s["metric"], "'accuracy', 'auc' or a Keras metric name")
+    _int("auto", "epochs", s["epochs"], minimum=0)
+    _int("auto", "qat_epochs", s["qat_epochs"], minimum=0)
+    _int("auto", "tries", s["tries"], minimum=1)
+    _bool("auto", "distill", s["distill"])
+
+
+_CHECKS = {"export": _check_export, "train": _check_train, "report": _check_report,
+           "auto": _check_auto}
