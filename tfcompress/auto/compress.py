@@ -27,7 +27,7 @@ from tfcompress import analysis, distillation, export, factorization, quantizati
 from tfcompress.core import channels, shrink
 
 #: Kept fractions of a layer's rank, or of its output channels, the plan chooses from.
-FRACTIONS = (0.5, 0.25, 0.125, 0.0625)
+FRACTIONS = (0.75, 0.5, 0.375, 0.25, 0.125, 0.0625)
 #: What the plan may do to a layer (sensitivity techniques).
 TECHNIQUES = ("filters", "low_rank")
 BUDGET_KEYS = ("tflite_bytes", "latency_ms", "params")
@@ -162,6 +162,9 @@ def compress(model, data, budget, metric="accuracy", max_drop=None, loss=None, e
     target = dict(budget)
     for attempt in range(tries):
         plan, predicted, fits = _plan(table, sizes, int8_bytes, target)
+        if fits and "tflite_bytes" in budget:
+            plan, predicted, fits = _sized(plan, predicted, model, table, sizes, int8_bytes,
+                                           target, target["tflite_bytes"], calibration)
         if not fits:
             smallest = {"plan": _describe(plan, sizes), **predicted}
             break
@@ -302,22 +305,58 @@ def _plan(table, sizes, int8_bytes, target):
         for name, options in sizes.candidates.items():
             current = plan.get(name)
             for technique in options if current is None else (current[0],):
-                following = [f for f in FRACTIONS if current is None or f < current[1]]
-                if not following:
-                    continue
-                step = {**plan, name: (technique, following[0])}
-                saved = now - sizes.values(step)
-                if saved <= 0:
-                    continue
-                cost = drops.get((name, technique, following[0]), 0.0) - (
-                    drops.get((name, *current), 0.0) if current else 0.0)
-                moves.append(((max(cost, 0.0) + 1e-6) / saved, name, technique, following[0]))
+                for fraction in [f for f in FRACTIONS if current is None or f < current[1]]:
+                    saved = now - sizes.values({**plan, name: (technique, fraction)})
+                    if saved > 0:  # the first step that saves (a thin pair may hold more)
+                        cost = drops.get((name, technique, fraction), 0.0) - (
+                            drops.get((name, *current), 0.0) if current else 0.0)
+                        moves.append(((max(cost, 0.0) + 1e-6) / saved, name, technique,
+                                      fraction))
+                        break
         if not moves:
             return plan, predicted(plan), False
         _, name, technique, fraction = min(moves)
         plan[name] = (technique, fraction)
         now = sizes.values(plan)
-    return plan, predicted(plan), True
+    # give back what the last steps took beyond the target: undo a step while the plan still
+    # fits, the largest predicted drop first (then the most values back)
+    while True:
+        undo = []
+        for name, (technique, fraction) in plan.items():
+            larger = [f for f in FRACTIONS if f > fraction]
+            whole = {k: v for k, v in plan.items() if k != name}
+            trial = {**plan, name: (technique, larger[-1])} if larger else whole
+            if sizes.values(trial) >= sizes.values(whole):
+                trial, larger = whole, []
+            if fits(predicted(trial)):
+                gain = drops.get((name, technique, fraction), 0.0) - (
+                    drops.get((name, technique, larger[-1]), 0.0) if larger else 0.0)
+                undo.append((-gain, -sizes.values(trial), name, trial))
+        if not undo:
+            return plan, predicted(plan), True
+        plan = min(undo, key=lambda u: u[:2])[3]
+
+
+def _sized(plan, predicted, model, table, sizes, int8_bytes, target, budget, calibration,
+           rounds=4):
+    """The plan whose untrained int8 file is largest within `budget` bytes, found by exporting
+    each plan and re-planning for the bytes it missed or left over (the file's bytes per value
+    are not one: int32 biases, per-channel scales, tensor names)."""
+    best, goal = None, dict(target)
+    for _ in range(rounds):
+        qat = quantization.quantize_model(_reduce(model, plan)[0])  # as `_train` exports it
+        size = len(export.to_tflite(qat, mode="int8", representative_data=calibration))
+        if size <= budget and (best is None or size > best[1]["tflite_bytes"]):
+            best = (plan, {**predicted, "tflite_bytes": size})
+        if budget * 0.97 <= size <= budget:
+            break
+        goal["tflite_bytes"] = goal["tflite_bytes"] * budget / size
+        plan, predicted, fits = _plan(table, sizes, int8_bytes, goal)
+        if not fits:
+            break
+    if best is None:
+        return plan, predicted, False
+    return (*best, True)
 
 
 def _describe(plan, sizes):
