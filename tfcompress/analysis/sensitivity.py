@@ -54,7 +54,10 @@ def sensitivity(model, data, metric="accuracy", techniques=("prune", "quantize")
             then removes). `filters` rows exist only for layers whose
             channels can be removed (`tfcompress.core.channels`: not the
             model's outputs, not channels fixed by a reshape or a norm).
-        layers: names of the layers to analyse (default: all with a main weight).
+        layers: names of the layers to analyse (default: all with a main
+            weight), and of inner channel groups for `filters` (a keras-hub
+            encoder's `"encoder_0/ffn"` units or `"encoder_0/heads"`; by
+            default all of them).
         batch_size: prediction batch size.
         log_dir: also write the table to TensorBoard there (see `log_sensitivity`).
         verbose: 1 shows a progress bar (one step per evaluation).
@@ -81,11 +84,18 @@ def sensitivity(model, data, metric="accuracy", techniques=("prune", "quantize")
     settings = _techniques(techniques)
     x, y = _split(data)
     score, higher = _metric(metric)
-    chosen = _layers(model, layers)
     groups = _filter_groups(model) if "filters" in settings else {}
-    progress = keras.utils.Progbar(1 + sum(
-        len(values) * sum(t != "filters" or name in groups for name in chosen)
-        for t, values in settings.items()), verbose=verbose)
+    # inner channel groups (a keras-hub encoder's "encoder_0/ffn" units, "/heads") are named
+    # like no layer: only `filters` rows measure them
+    inner = [n for n in (groups if layers is None else layers) if "/" in n and n in groups]
+    chosen = _layers(model, None if layers is None else [n for n in layers if n not in inner],
+                     allow_empty=bool(inner))
+    units = [(name, layer, weights, technique) for name, (layer, weights) in chosen.items()
+             for technique in settings if technique != "filters" or name in groups]
+    units += [(name, None, [u.weight for u in groups[name].producers], "filters")
+              for name in inner]
+    progress = keras.utils.Progbar(1 + sum(len(settings[u[3]]) for u in units),
+                                   verbose=verbose)
 
     def evaluate():
         value = float(score(y, model.predict(x, batch_size=batch_size, verbose=0)))
@@ -94,31 +104,28 @@ def sensitivity(model, data, metric="accuracy", techniques=("prune", "quantize")
 
     baseline = evaluate()
     rows = []
-    for name, (layer, weights) in chosen.items():
+    for name, layer, weights, technique in units:
         table_rows = isinstance(layer, keras.layers.Embedding)  # one scale per row
-        for technique, values in settings.items():
-            if technique == "filters" and name not in groups:
-                continue
-            for setting in values:
-                if technique == "filters":
-                    group = groups[name]
-                    gone = channels.weakest(group, group.size - _kept(group.size, setting))
-                    changes = [(u.weight, channels.unread(u, group, gone))
-                               for u in group.uses if u.role == "in"]
-                else:
-                    changes = [(w, _compress(technique, setting, np.asarray(w), table_rows))
-                               for w in weights]
-                originals = [(w, np.asarray(w)) for w, _ in changes]
-                try:
-                    for w, value in changes:
-                        w.assign(value)
-                    measured = evaluate()
-                finally:
-                    for w, value in reversed(originals):
-                        w.assign(value)
-                rows.append({"layer": name, "weights": sum(int(np.prod(w.shape)) for w in weights),
-                             "technique": technique, "setting": setting, "metric": measured,
-                             "drop": (baseline - measured) if higher else (measured - baseline)})
+        for setting in settings[technique]:
+            if technique == "filters":
+                group = groups[name]
+                gone = channels.weakest(group, group.size - _kept(group.size, setting))
+                changes = [(u.weight, channels.unread(u, group, gone))
+                           for u in group.uses if u.role == "in"]
+            else:
+                changes = [(w, _compress(technique, setting, np.asarray(w), table_rows))
+                           for w in weights]
+            originals = [(w, np.asarray(w)) for w, _ in changes]
+            try:
+                for w, value in changes:
+                    w.assign(value)
+                measured = evaluate()
+            finally:
+                for w, value in reversed(originals):
+                    w.assign(value)
+            rows.append({"layer": name, "weights": sum(int(np.prod(w.shape)) for w in weights),
+                         "technique": technique, "setting": setting, "metric": measured,
+                         "drop": (baseline - measured) if higher else (measured - baseline)})
     table = pd.DataFrame(rows, columns=["layer", "weights", "technique", "setting", "metric",
                                         "drop"])
     table.attrs["baseline"] = baseline
@@ -270,7 +277,7 @@ def _metric(metric):
     return keras_metric, any(key in instance.name.lower() for key in _HIGHER_IS_BETTER)
 
 
-def _layers(model, names):
+def _layers(model, names, allow_empty=False):
     found = {}
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if registry.has_rule(layer) and not isinstance(layer, keras.Model):
@@ -283,7 +290,7 @@ def _layers(model, names):
             raise ValueError(f"No layer(s) {missing} with a main weight; the model has "
                              f"{sorted(found)}.")
         found = {name: found[name] for name in names}
-    if not found:
+    if not found and not allow_empty:
         raise ValueError("The model has no layer with a main weight (Dense, Conv, Embedding, "
                          "attention, ...) to analyse.")
     return found
@@ -295,7 +302,7 @@ def _filter_groups(model):
         found = channels.channel_groups(model)
     except ValueError:  # a subclassed model: no graph to read channels from
         return {}
-    return {name: g for name, g in found.items() if g.prunable and "/" not in name}  # not inner
+    return {name: g for name, g in found.items() if g.prunable}
 
 
 def _kept(size, fraction):

@@ -2,8 +2,9 @@
 
 The plan comes from the sensitivity table. Each layer of the model's graph
 may lose a fraction of its output channels (filters, units, embedding
-columns: the weakest by L2 norm, removed with `tfcompress.shrink`, which
-also shrinks every weight reading them), or, for a Dense or Embedding
+columns, a keras-hub encoder's feed-forward units or attention heads: the
+weakest by L2 norm, removed with `tfcompress.shrink`, which also shrinks
+every weight reading them), or, for a Dense or Embedding
 layer, be factorized to a fraction of its rank; the whole model is
 quantized to int8 (a quarter of the float bytes). The plan takes the steps
 with the least predicted metric drop per value saved until the predicted
@@ -237,7 +238,8 @@ class _Sizes:
     """What each layer of the model's graph can do, and how many values a plan keeps.
 
     `candidates` is `{layer name: techniques}`: `"filters"` for the layers that make a
-    removable channel group, `"low_rank"` for Dense and Embedding layers.
+    removable channel group (and for a composite layer's inner groups, named
+    `"<layer>/ffn"`, `"<layer>/heads"`), `"low_rank"` for Dense and Embedding layers.
     """
 
     def __init__(self, model):
@@ -246,7 +248,7 @@ class _Sizes:
             found = channels.channel_groups(model)
         except ValueError:  # a subclassed model: no graph
             found = {}
-        self.groups = {n: g for n, g in found.items() if g.prunable and "/" not in n}
+        self.groups = {n: g for n, g in found.items() if g.prunable}
         self.matrices = {layer.name: id(_main_weight(layer)) for layer in layers
                          if _main_weight(layer) is not None}
         self.candidates = {}
@@ -255,6 +257,8 @@ class _Sizes:
                                             ("low_rank", layer.name in self.matrices)) if ok)
             if options:
                 self.candidates[layer.name] = options
+        # a composite layer's own channels: a keras-hub encoder's "encoder_0/ffn", "/heads"
+        self.candidates.update({n: ("filters",) for n in self.groups if "/" in n})
         self.shapes = {id(w): tuple(w.shape) for w in model.weights}
         self.total = sum(int(np.prod(shape)) for shape in self.shapes.values())
 
@@ -345,7 +349,7 @@ def _sized(plan, predicted, model, table, sizes, int8_bytes, target, budget, cal
     best, goal = None, dict(target)
     for _ in range(rounds):
         qat = quantization.quantize_model(_reduce(model, plan)[0])  # as `_train` exports it
-        size = len(export.to_tflite(qat, mode="int8", representative_data=calibration))
+        size = len(_int8(qat, calibration))
         if size <= budget and (best is None or size > best[1]["tflite_bytes"]):
             best = (plan, {**predicted, "tflite_bytes": size})
         if budget * 0.97 <= size <= budget:
@@ -397,6 +401,16 @@ def _reduce(model, plan):
     return small, described
 
 
+def _int8(qat, calibration):
+    """The int8 TFLite file of a quantization-aware model. Calibrated only where QAT left float
+    compute (a composite layer's own ADD/MUL, keras-rs FeatureCross): the converter's
+    calibrator aborts the process on some QAT graphs (keras-hub encoders), which need none."""
+    flatbuffer = export.to_tflite(qat, mode="int8")
+    if any(op.kind == "float" for op in export.census.ops(flatbuffer)):
+        flatbuffer = export.to_tflite(qat, mode="int8", representative_data=calibration)
+    return flatbuffer
+
+
 def _distillation_loss(model, loss):
     """The distillation loss that fits the model's output, or a clear error."""
     outputs = model.outputs
@@ -434,8 +448,7 @@ def _train(model, plan, sizes, data, loss, calibration, epochs, qat_epochs, batc
                 metrics=[metric] if isinstance(metric, str) and metric != "auc" else None)
     if qat_epochs:
         qat.fit(x, y, batch_size=batch_size, epochs=qat_epochs, verbose=0)
-    # calibration covers tensors QAT put no range on (a composite layer's own ops)
-    flatbuffer = export.to_tflite(qat, mode="int8", representative_data=calibration)
+    flatbuffer = _int8(qat, calibration)
     checked = export.verify(flatbuffer, qat, (x_val, y_val), latency_runs=50)
     return qat, flatbuffer, {
         "plan": described, "tflite bytes": len(flatbuffer), "params": small.count_params(),
