@@ -342,7 +342,7 @@ def _plan(table, sizes, int8_bytes, target):
 
 
 def _sized(plan, predicted, model, table, sizes, int8_bytes, target, budget, calibration,
-           rounds=4):
+           rounds=5):
     """The plan whose untrained int8 file is largest within `budget` bytes, found by exporting
     each plan and re-planning for the bytes it missed or left over (the file's bytes per value
     are not one: int32 biases, per-channel scales, tensor names)."""
@@ -354,7 +354,8 @@ def _sized(plan, predicted, model, table, sizes, int8_bytes, target, budget, cal
             best = (plan, {**predicted, "tflite_bytes": size})
         if budget * 0.97 <= size <= budget:
             break
-        goal["tflite_bytes"] = goal["tflite_bytes"] * budget / size
+        # what the file holds beyond the predicted bytes: aim the prediction below by as much
+        goal["tflite_bytes"] = budget - (size - predicted["tflite_bytes"])
         plan, predicted, fits = _plan(table, sizes, int8_bytes, goal)
         if not fits:
             break
