@@ -146,3 +146,17 @@ def test_keras_round_trip_keeps_every_range(bert, tmp_path):
     for path, value in before.items():
         np.testing.assert_array_equal(after[path], value, err_msg=path)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
+@pytest.mark.slow
+def test_samples_passed_to_a_qat_encoder_change_nothing_and_crash_nothing(bert):
+    qat, _, x, flat = bert
+    # a fully QAT graph needs no calibration: the samples are not run through the converter's
+    # calibrator, which aborted the whole process on the digits encoder below
+    assert tfc.export.to_tflite(qat, mode="int8", representative_data=x) == flat
+    (tokens, labels), _, _ = examples.digits_tokens()
+    keras.utils.set_random_seed(0)
+    encoder, _ = _qat(examples.digits_encoder(num_layers=1, hidden_dim=16, intermediate_dim=32),
+                      {k: v[:64] for k, v in tokens.items()}, labels[:64])
+    plain = tfc.export.to_tflite(encoder, mode="int8")
+    assert tfc.export.to_tflite(encoder, mode="int8", representative_data=tokens) == plain

@@ -403,13 +403,8 @@ def _reduce(model, plan):
 
 
 def _int8(qat, calibration):
-    """The int8 TFLite file of a quantization-aware model. Calibrated only where QAT left float
-    compute (a composite layer's own ADD/MUL, keras-rs FeatureCross): the converter's
-    calibrator aborts the process on some QAT graphs (keras-hub encoders), which need none."""
-    flatbuffer = export.to_tflite(qat, mode="int8")
-    if any(op.kind == "float" for op in export.census.ops(flatbuffer)):
-        flatbuffer = export.to_tflite(qat, mode="int8", representative_data=calibration)
-    return flatbuffer
+    # calibration covers the tensors QAT put no range on (a composite layer's own ops)
+    return export.to_tflite(qat, mode="int8", representative_data=calibration)
 
 
 def _distillation_loss(model, loss):

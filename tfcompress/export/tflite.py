@@ -46,7 +46,8 @@ def to_tflite(model, path=None, mode="float", representative_data=None, io_type=
             activations, int8 weights).
         representative_data: samples to calibrate activation ranges, needed by
             `"int8"` and `"int16x8"`, except that a quantization-aware-trained
-            model gives int8 without it. A numpy array, a dict
+            model gives int8 without it (given, it calibrates only the tensors
+            QAT left without ranges, when the file has any). A numpy array, a dict
             `{input name: array}` (multi-input models), or a `tf.data.Dataset`
             (batched or not, with or without labels). Only `max_samples`
             samples are read.
@@ -130,10 +131,21 @@ def to_tflite(model, path=None, mode="float", representative_data=None, io_type=
 
     with tempfile.TemporaryDirectory(prefix="tfcompress-export-") as tmp:
         saved = signature.write(model, os.path.join(tmp, "saved_model"))
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            saved, signature_keys=["serving_default"])
-        _configure(converter, mode, calibration, io_type, sparse, allow_tf_ops)
-        flatbuffer = _convert(converter, mode, allow_tf_ops)
+
+        def convert(samples):
+            converter = tf.lite.TFLiteConverter.from_saved_model(
+                saved, signature_keys=["serving_default"])
+            _configure(converter, mode, samples, io_type, sparse, allow_tf_ops)
+            return _convert(converter, mode, allow_tf_ops)
+
+        # A quantization-aware model holds its ranges: samples only calibrate what QAT left
+        # float (a composite layer's own ops). The converter's calibrator aborts the whole
+        # process on some QAT graphs (a keras-hub TransformerEncoder's), so it runs only
+        # where a first conversion without it leaves float compute.
+        qat_first = qat and mode == "int8" and calibration is not None
+        flatbuffer = convert(None if qat_first else calibration)
+        if qat_first and _float_ops(flatbuffer):
+            flatbuffer = convert(calibration)
 
     finite.check_flatbuffer(flatbuffer, path or "<flatbuffer>")  # before LiteRT runs it
     if sparse:
@@ -328,8 +340,12 @@ def _sparse_readers(flatbuffer, model, op_names):
     return " and ".join(parts) or "an op"
 
 
+def _float_ops(flatbuffer):
+    return sorted({op.name for op in census.ops(flatbuffer) if op.kind in ("float", "hybrid")})
+
+
 def _warn_float_islands(flatbuffer):
-    floats = sorted({op.name for op in census.ops(flatbuffer) if op.kind in ("float", "hybrid")})
+    floats = _float_ops(flatbuffer)
     if floats:
         warnings.warn(
             f"The quantization-aware model converted, but {floats} still run in "
