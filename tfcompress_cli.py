@@ -15,7 +15,8 @@ tfcompress convert MODEL.keras --to MODE --out PATH [--data D.npz] [--io-type T]
 tfcompress inspect FILE.tflite
 tfcompress report  MODEL_OR_ARTIFACT [MORE ...] --data D.npz [--metric M] [--unsafe]
 tfcompress run     RECIPE --model M.keras --data D.npz --out DIR [--overwrite] [--unsafe]
-tfcompress auto    MODEL.keras --data D.npz --max-bytes N [--max-latency-ms T] [--max-params P]
+tfcompress auto    MODEL.keras --data D.npz --max-bytes N [--max-gzip-bytes N] [--max-latency-ms T]
+                   [--max-params P]
                    [--max-drop D] [--metric M] [--epochs N] [--qat-epochs N] [--distill]
                    --out DIR [--overwrite]
 ```
@@ -183,6 +184,8 @@ def parser():
                            "choice and the reported metric use them); several inputs: "
                            "x.<input name> arrays")
     auto.add_argument("--max-bytes", type=int, metavar="N", help="int8 TFLite bytes at most")
+    auto.add_argument("--max-gzip-bytes", type=int, metavar="N",
+                      help="the int8 TFLite file gzipped (a download) at most N bytes")
     auto.add_argument("--max-latency-ms", type=float, metavar="T",
                       help="LiteRT batch-1 latency at most, on this machine")
     auto.add_argument("--max-params", type=int, metavar="P", help="parameters at most")

@@ -18,8 +18,9 @@ Two models, each trained in float first (Adam):
 For each budget of 1/4, 1/8 and 1/16 of the model's float TFLite bytes:
 
 1. `auto`: `tfc.auto.compress(model, data, budget={"tflite_bytes": B})`
-   with its defaults (3 fine-tuning epochs, 2 QAT epochs), then again with
-   `distill=True`. Its bytes are the int8 file's own bytes.
+   with its defaults (3 fine-tuning epochs, 2 QAT epochs): the int8 file's
+   own bytes within B. Then `auto, gzip budget`: `budget={"gzip_bytes": B}`,
+   the file gzipped within B, counted as the baseline is.
 2. `uniform`: TFMOT's way: `prune_low_magnitude` (every prunable weight at
    the same sparsity, `PolynomialDecay` reaching it at 70 % of the same 3
    epochs), `strip_pruning`, QAT with `Default8BitPrunePreserveQuantizeScheme`
@@ -29,12 +30,12 @@ For each budget of 1/4, 1/8 and 1/16 of the model's float TFLite bytes:
    whose one-shot pruned int8 export gzips within the budget, raised while
    the trained file does not.
 
-The uniform baseline is thus counted in compressed bytes while `auto` is
-held to the file's raw bytes (a harder bound); both files' raw and gzip
-bytes are in the table. Both metrics are the int8 TFLite file's, in LiteRT,
+`auto, gzip budget` and `uniform` are counted alike (gzip); plain `auto` is
+held to the file's raw bytes, a harder bound. Both files' raw and gzip bytes
+are in the table. Both metrics are the int8 TFLite file's, in LiteRT,
 on the held-out test split; the digits rows are repeated over `DIGITS_SEEDS`
-seeds (its test split is 270 images) and compared on the mean. Target (issue 17): `auto` at least as good as
-`uniform` at every budget.
+seeds (its test split is 270 images) and compared on the mean. Target (issue 17): `auto` at least
+as good as `uniform` at every budget, at the same bytes (the gzip-budget rows).
 
 How to run
 ----------
@@ -62,6 +63,8 @@ from tfcompress import examples  # noqa: E402
 BUDGETS = (4, 8, 16)  # fractions of the float TFLite bytes: 1/4, 1/8, 1/16
 SPARSITIES = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.97, 0.98, 0.99)
 SEED = 0
+#: auto's budget key per method (the baseline is `uniform + int8`).
+METHODS = {"auto": "tflite_bytes", "auto, gzip budget": "gzip_bytes", "uniform + int8": None}
 #: The digits test split has 270 images (one is 0.0037 of accuracy): its rows are repeated
 #: over this many seeds (split, initial weights, training order) and compared on the mean.
 DIGITS_SEEDS = 3
@@ -152,20 +155,21 @@ def uniform(case, trained, budget, epochs, qat_epochs):
             "metric": litert_metric(flatbuffer, qat, xt, yt)}
 
 
-def auto(case, trained, budget, epochs, qat_epochs, distill):
+def auto(case, trained, budget, epochs, qat_epochs, key):
     x, y, xv, yv, xt, yt = case["data"]
     try:
         result = tfc.auto.compress(
-            trained, {"x": x, "y": y, "x_val": xv, "y_val": yv}, {"tflite_bytes": budget},
+            trained, {"x": x, "y": y, "x_val": xv, "y_val": yv}, {key: budget},
             metric=case["metric"], epochs=epochs, qat_epochs=qat_epochs,
-            batch_size=case["batch_size"], distill=distill, verbose=0)
+            batch_size=case["batch_size"], verbose=0)
     except ValueError as error:
         return {"setting": f"refused: {str(error)[:90]}...", "bytes": None, "gzip bytes": None,
                 "counted bytes": None, "within": False, "metric": float("nan")}
     plan = result.report.iloc[-1]["plan"]
+    counted = len(result.tflite) if key == "tflite_bytes" else gzip_bytes(result.tflite)
     return {"setting": ", ".join(f"{k}: {v}" for k, v in plan.items()) or "int8 only",
             "bytes": len(result.tflite), "gzip bytes": gzip_bytes(result.tflite),
-            "counted bytes": len(result.tflite), "within": len(result.tflite) <= budget,
+            "counted bytes": counted, "within": counted <= budget,
             "metric": litert_metric(result.tflite, result.model, xt, yt)}
 
 
@@ -182,13 +186,13 @@ def run(case, budgets, epochs, qat_epochs):
     rows = []
     for divisor in budgets:
         budget = float_bytes // divisor
-        for method in ("auto", "auto + distill", "uniform + int8"):
+        for method in METHODS:
             keras.utils.set_random_seed(case["seed"])
             start = time.time()
             if method == "uniform + int8":
                 row = uniform(case, trained, budget, epochs, qat_epochs)
             else:
-                row = auto(case, trained, budget, epochs, qat_epochs, method != "auto")
+                row = auto(case, trained, budget, epochs, qat_epochs, METHODS[method])
             row = {"model": case["name"], "seed": case["seed"], "budget": f"1/{divisor}",
                    "budget bytes": budget,
                    "method": method, **row, "float": float_metric,
@@ -211,10 +215,12 @@ def verdicts(means):
         by = part.set_index("method")
         uniform_ok = by.loc["uniform + int8", "within"]
         best_uniform = by.loc["uniform + int8", "metric"] if uniform_ok else float("-inf")
-        ok = bool(by.loc["auto", "within"]) and by.loc["auto", "metric"] >= best_uniform
-        lines.append(f"- {model}, {budget}: auto {by.loc['auto', 'metric']:.4f} vs uniform "
-                     f"{by.loc['uniform + int8', 'metric']:.4f}"
-                     f"{'' if uniform_ok else ' (over budget)'}: {'MET' if ok else 'MISSED'}")
+        for method in ("auto, gzip budget", "auto"):
+            ok = bool(by.loc[method, "within"]) and by.loc[method, "metric"] >= best_uniform
+            lines.append(f"- {model}, {budget}: {method} {by.loc[method, 'metric']:.4f} vs "
+                         f"uniform {by.loc['uniform + int8', 'metric']:.4f}"
+                         f"{'' if uniform_ok else ' (over budget)'}: "
+                         f"{'MET' if ok else 'MISSED'}")
     return lines
 
 
@@ -240,8 +246,8 @@ def main():
     means = summary(table)
     print()
     print(means.to_markdown(index=False, floatfmt=".4f"))
-    print("\nTarget: auto (raw bytes) >= uniform pruning + int8 (gzip bytes) at every budget, "
-          "on the mean over seeds")
+    print("\nTarget: auto >= uniform pruning + int8 at every budget, at the same (gzip) bytes; "
+          "plain auto, held to raw bytes, beside it; means over seeds")
     print("\n".join(verdicts(means)))
 
 

@@ -279,11 +279,12 @@ def _auto(args):
     _need_file(args.model, "the model")
     _need_file(args.data, "--data")
     budget = {key: value for key, value in (("tflite_bytes", args.max_bytes),
+                                            ("gzip_bytes", args.max_gzip_bytes),
                                             ("latency_ms", args.max_latency_ms),
                                             ("params", args.max_params)) if value is not None}
     if not budget:
-        raise CommandError("give a budget: --max-bytes N, --max-params P and/or "
-                           "--max-latency-ms T.")
+        raise CommandError("give a budget: --max-bytes N, --max-gzip-bytes N, --max-params P "
+                           "and/or --max-latency-ms T.")
     from tfcompress import auto, report
     from tfcompress.export import atomic
 

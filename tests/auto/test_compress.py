@@ -44,11 +44,25 @@ def test_meets_a_byte_budget_that_int8_and_factorized_dense_layers_do_not(traine
     assert "Pareto front" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
 
 
+@pytest.mark.slow
+def test_a_gzip_budget_counts_the_file_gzipped(trained):
+    import gzip
+
+    model, data = trained
+    budget = len(tfc.export.to_tflite(model)) // 8
+    result = tfc.auto.compress(model, data, budget={"gzip_bytes": budget}, epochs=1,
+                               qat_epochs=1, verbose=0)
+    zipped = len(gzip.compress(result.tflite, 9))
+    assert zipped <= budget < len(result.tflite)  # the raw file may be larger: it gzips
+    assert zipped > 0.75 * budget  # and the plan uses most of what the budget allows
+    assert result.report.iloc[-1]["gzip bytes"] == zipped
+
+
 def test_a_budget_no_plan_meets_names_the_closest_configuration(trained):
     model, data = trained
     with pytest.raises(ValueError, match="No configuration meets the budget.*closest found"):
         tfc.auto.compress(model, data, budget={"tflite_bytes": 1000}, verbose=0)
-    with pytest.raises(ValueError, match="budget takes tflite_bytes, latency_ms, params"):
+    with pytest.raises(ValueError, match="budget takes tflite_bytes, gzip_bytes, latency_ms"):
         tfc.auto.compress(model, data, budget={"bytes": 1000}, verbose=0)
     plain = examples.digits_cnn()
     with pytest.raises(ValueError, match="pass loss="):

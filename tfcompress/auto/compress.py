@@ -19,6 +19,7 @@ Unstructured sparsity is not planned: an int8 TFLite file keeps every zero
 """
 
 import dataclasses
+import gzip
 
 import keras
 import numpy as np
@@ -31,7 +32,7 @@ from tfcompress.core import channels, shrink
 FRACTIONS = (0.75, 0.5, 0.375, 0.25, 0.125, 0.0625)
 #: What the plan may do to a layer (sensitivity techniques).
 TECHNIQUES = ("filters", "low_rank")
-BUDGET_KEYS = ("tflite_bytes", "latency_ms", "params")
+BUDGET_KEYS = ("tflite_bytes", "gzip_bytes", "latency_ms", "params")
 
 
 @dataclasses.dataclass
@@ -102,8 +103,10 @@ def compress(model, data, budget, metric="accuracy", max_drop=None, loss=None, e
         model: a trained Sequential or functional Keras model (not changed).
         data: `(x, y)` or `{"x", "y", "x_val", "y_val"}`; the sensitivity,
             the choice and the reported metric use the validation data (else `x, y`).
-        budget: `{"tflite_bytes": N}` and/or `{"params": N}` (what the plan
-            fits), optionally `"latency_ms"` (measured on the exported file:
+        budget: `{"tflite_bytes": N}` (the file), `{"gzip_bytes": N}` (the
+            file gzipped, as an app download carries it) and/or
+            `{"params": N}` (what the plan fits), optionally `"latency_ms"`
+            (measured on the exported file:
             LiteRT, batch 1, one thread, this machine; a miss tightens the
             byte target in proportion and plans again).
         metric: as in `tfcompress.analysis.sensitivity`.
@@ -154,18 +157,23 @@ def compress(model, data, budget, metric="accuracy", max_drop=None, loss=None, e
                                  techniques={t: FRACTIONS for t in TECHNIQUES},
                                  layers=list(sizes.candidates) or None, verbose=verbose)
     calibration = keras.tree.map_structure(lambda a: a[:256], x)  # x may be {input: array}
-    int8_bytes = len(export.to_tflite(model, mode="int8", representative_data=calibration))
+    int8_file = export.to_tflite(model, mode="int8", representative_data=calibration)
+    int8_bytes = len(int8_file)
     baseline = table.attrs["baseline"]
     settings = dict(epochs=epochs, qat_epochs=qat_epochs, batch_size=batch_size,
                     learning_rate=learning_rate, metric=metric, teacher_loss=teacher_loss)
 
     rows, best, smallest = [], None, None
     target = dict(budget)
+    if "gzip_bytes" in budget:  # planned as the file bytes that gzip to it (the model's ratio)
+        raw = budget["gzip_bytes"] * int8_bytes / _gzipped(int8_file)
+        target["tflite_bytes"] = min(target.get("tflite_bytes", raw), raw)
     for attempt in range(tries):
         plan, predicted, fits = _plan(table, sizes, int8_bytes, target)
-        if fits and "tflite_bytes" in budget:
+        limits = {k: target[k] for k in ("tflite_bytes", "gzip_bytes") if k in budget}
+        if fits and limits:
             plan, predicted, fits = _sized(plan, predicted, model, table, sizes, int8_bytes,
-                                           target, target["tflite_bytes"], calibration)
+                                           target, limits, calibration)
         if not fits:
             smallest = {"plan": _describe(plan, sizes), **predicted}
             break
@@ -179,9 +187,12 @@ def compress(model, data, budget, metric="accuracy", max_drop=None, loss=None, e
         if row["within budget"]:
             best = (qat, flatbuffer, row)
             break
-        for key in ("tflite_bytes", "params"):  # tighten by the miss, and plan again
-            if key in target:
-                target[key] = target[key] * budget[key] / max(row[_COLUMN[key]], 1)
+        for key in ("tflite_bytes", "gzip_bytes", "params"):  # tighten by the miss, plan again
+            if key in budget and row[_COLUMN[key]] > budget[key]:
+                ratio = budget[key] / row[_COLUMN[key]]
+                target[key] = target[key] * ratio
+                if key == "gzip_bytes":
+                    target["tflite_bytes"] = target["tflite_bytes"] * ratio
         if "latency_ms" in budget and row["latency ms"] > budget["latency_ms"]:
             target["tflite_bytes"] = target.get("tflite_bytes", row["tflite bytes"]) * (
                 budget["latency_ms"] / row["latency ms"])
@@ -199,7 +210,12 @@ def compress(model, data, budget, metric="accuracy", max_drop=None, loss=None, e
     return AutoResult(model=qat, tflite=flatbuffer, report=report, sensitivity=table)
 
 
-_COLUMN = {"tflite_bytes": "tflite bytes", "params": "params", "latency_ms": "latency ms"}
+_COLUMN = {"tflite_bytes": "tflite bytes", "gzip_bytes": "gzip bytes", "params": "params",
+           "latency_ms": "latency ms"}
+
+
+def _gzipped(flatbuffer):
+    return len(gzip.compress(flatbuffer, 9))
 
 
 def _split(data):
@@ -341,21 +357,26 @@ def _plan(table, sizes, int8_bytes, target):
         plan = min(undo, key=lambda u: u[:2])[3]
 
 
-def _sized(plan, predicted, model, table, sizes, int8_bytes, target, budget, calibration,
+def _sized(plan, predicted, model, table, sizes, int8_bytes, target, limits, calibration,
            rounds=5):
-    """The plan whose untrained int8 file is largest within `budget` bytes, found by exporting
-    each plan and re-planning for the bytes it missed or left over (the file's bytes per value
-    are not one: int32 biases, per-channel scales, tensor names)."""
+    """The plan whose untrained int8 file is largest within `limits` (`tflite_bytes` and/or
+    `gzip_bytes`), found by exporting each plan and re-planning for the bytes it missed or left
+    over (a file's bytes per value are not one: int32 biases, per-channel scales, names)."""
     best, goal = None, dict(target)
     for _ in range(rounds):
         qat = quantization.quantize_model(_reduce(model, plan)[0])  # as `_train` exports it
-        size = len(_int8(qat, calibration))
-        if size <= budget and (best is None or size > best[1]["tflite_bytes"]):
-            best = (plan, {**predicted, "tflite_bytes": size})
-        if budget * 0.97 <= size <= budget:
+        qat(calibration, training=True)  # sets the ranges (the int8 values gzip as trained)
+        flatbuffer = _int8(qat, calibration)
+        size = {"tflite_bytes": len(flatbuffer), "gzip_bytes": _gzipped(flatbuffer)}
+        if all(size[k] <= v for k, v in limits.items()) and (
+                best is None or size["tflite_bytes"] > best[1]["tflite_bytes"]):
+            best = (plan, {**predicted, **size})
+        # the file bytes allowed: the tightest limit, a gzip one at this file's ratio
+        allowed = min(v * size["tflite_bytes"] / size[k] for k, v in limits.items())
+        if allowed * 0.97 <= size["tflite_bytes"] <= allowed:
             break
         # what the file holds beyond the predicted bytes: aim the prediction below by as much
-        goal["tflite_bytes"] = budget - (size - predicted["tflite_bytes"])
+        goal["tflite_bytes"] = allowed - (size["tflite_bytes"] - predicted["tflite_bytes"])
         plan, predicted, fits = _plan(table, sizes, int8_bytes, goal)
         if not fits:
             break
@@ -447,6 +468,7 @@ def _train(model, plan, sizes, data, loss, calibration, epochs, qat_epochs, batc
     flatbuffer = _int8(qat, calibration)
     checked = export.verify(flatbuffer, qat, (x_val, y_val), latency_runs=50)
     return qat, flatbuffer, {
-        "plan": described, "tflite bytes": len(flatbuffer), "params": small.count_params(),
+        "plan": described, "tflite bytes": len(flatbuffer),
+        "gzip bytes": _gzipped(flatbuffer), "params": small.count_params(),
         "metric": float(checked.artifact_score), "metric name": checked.metric,
         "latency ms": checked.latency_ms}

@@ -162,6 +162,7 @@ def _auto(model, r, data, out_dir):
 
     a, t = r["auto"], r["train"]
     budget = {key: a[name] for key, name in (("tflite_bytes", "max_bytes"),
+                                             ("gzip_bytes", "max_gzip_bytes"),
                                              ("latency_ms", "max_latency_ms"),
                                              ("params", "max_params")) if a[name] is not None}
     split = {k: data[k] for k in ("x", "y", "x_val", "y_val") if k in data}

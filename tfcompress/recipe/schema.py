@@ -25,7 +25,8 @@ WORKFLOW = {
               "metrics": ["accuracy"], "verbose": 0},
     "report": {"metric": "accuracy", "max_samples": None, "latency_runs": 20},
     # tfcompress.auto.compress: a budget instead of techniques (no technique sections beside it)
-    "auto": {"max_bytes": None, "max_latency_ms": None, "max_params": None, "max_drop": None,
+    "auto": {"max_bytes": None, "max_gzip_bytes": None, "max_latency_ms": None,
+             "max_params": None, "max_drop": None,
              "metric": "accuracy", "epochs": 3, "qat_epochs": 2, "distill": False, "tries": 3},
 }
 
@@ -215,11 +216,13 @@ def _check_report(s):
 
 
 def _check_auto(s):
-    budget = ("max_bytes", "max_latency_ms", "max_params")
+    budget = ("max_bytes", "max_gzip_bytes", "max_latency_ms", "max_params")
     if all(s[key] is None for key in budget):
         raise ValueError("An 'auto' section needs a budget: 'auto.max_bytes' (int8 TFLite "
-                         "bytes), 'auto.max_params' and/or 'auto.max_latency_ms'.")
+                         "bytes), 'auto.max_gzip_bytes', 'auto.max_params' and/or "
+                         "'auto.max_latency_ms'.")
     _int("auto", "max_bytes", s["max_bytes"], minimum=1, optional=True)
+    _int("auto", "max_gzip_bytes", s["max_gzip_bytes"], minimum=1, optional=True)
     _int("auto", "max_params", s["max_params"], minimum=1, optional=True)
     _number("auto", "max_latency_ms", s["max_latency_ms"], low=0, optional=True,
             text="a number of milliseconds > 0")
