@@ -109,7 +109,7 @@ def sensitivity(model, data, metric="accuracy", techniques=("prune", "quantize")
         for setting in settings[technique]:
             if technique == "filters":
                 group = groups[name]
-                gone = channels.weakest(group, group.size - _kept(group.size, setting))
+                gone = channels.weakest(group, group.size - channels.kept(group.size, setting))
                 changes = [(u.weight, channels.unread(u, group, gone))
                            for u in group.uses if u.role == "in"]
             else:
@@ -303,11 +303,6 @@ def _filter_groups(model):
     except ValueError:  # a subclassed model: no graph to read channels from
         return {}
     return {name: g for name, g in found.items() if g.prunable}
-
-
-def _kept(size, fraction):
-    """How many of `size` channels a kept `fraction` leaves (at least one)."""
-    return max(1, int(round(size * fraction)))
 
 
 def _compress(technique, setting, value, table=False):

@@ -246,10 +246,6 @@ def _main_weight(layer):
     return None
 
 
-def _kept(size, fraction):
-    return max(1, int(round(fraction * size)))
-
-
 class _Sizes:
     """What each layer of the model's graph can do, and how many values a plan keeps.
 
@@ -285,7 +281,7 @@ class _Sizes:
             if technique != "filters":
                 continue
             group = self.groups[name]
-            gone = group.size - _kept(group.size, fraction)
+            gone = group.size - channels.kept(group.size, fraction)
             for use in group.uses:
                 axes = removed.setdefault(id(use.weight), {})
                 axis = use.axis % len(self.shapes[id(use.weight)])
@@ -300,7 +296,7 @@ class _Sizes:
         for name, (technique, fraction) in plan.items():
             if technique == "low_rank":
                 m, n = shapes[self.matrices[name]]
-                total += _kept(min(m, n), fraction) * (m + n) - m * n
+                total += channels.kept(min(m, n), fraction) * (m + n) - m * n
         return total
 
 
@@ -366,7 +362,7 @@ def _sized(plan, predicted, model, table, sizes, int8_bytes, target, limits, cal
     for _ in range(rounds):
         qat = quantization.quantize_model(_reduce(model, plan)[0])  # as `_train` exports it
         qat(calibration, training=True)  # sets the ranges (the int8 values gzip as trained)
-        flatbuffer = _int8(qat, calibration)
+        flatbuffer = export.to_tflite(qat, mode="int8", representative_data=calibration)
         size = {"tflite_bytes": len(flatbuffer), "gzip_bytes": _gzipped(flatbuffer)}
         if all(size[k] <= v for k, v in limits.items()) and (
                 best is None or size["tflite_bytes"] > best[1]["tflite_bytes"]):
@@ -391,9 +387,9 @@ def _describe(plan, sizes):
     for name, (technique, fraction) in plan.items():
         if technique == "filters":
             size = sizes.groups[name].size
-            out[name] = f"{_kept(size, fraction)}/{size} channels"
+            out[name] = f"{channels.kept(size, fraction)}/{size} channels"
         else:
-            out[name] = f"rank {_kept(min(shapes[sizes.matrices[name]]), fraction)}"
+            out[name] = f"rank {channels.kept(min(shapes[sizes.matrices[name]]), fraction)}"
     return out
 
 
@@ -408,24 +404,19 @@ def _reduce(model, plan):
         groups = channels.channel_groups(small)
         for name, fraction in filters.items():
             group = groups[name]
-            gone = channels.weakest(group, group.size - _kept(group.size, fraction))
+            gone = channels.weakest(group, group.size - channels.kept(group.size, fraction))
             for use in group.uses:
                 if use.role == "in":
                     use.weight.assign(channels.unread(use, group, gone))
             described[name] = f"{group.size - len(gone)}/{group.size} channels"
         small = shrink(small)
     layers = {layer.name: layer for layer in _graph_layers(small)}
-    ranks = {n: _kept(min(_main_weight(layers[n]).shape), f)
+    ranks = {n: channels.kept(min(_main_weight(layers[n]).shape), f)
              for n, (t, f) in plan.items() if t == "low_rank"}
     described.update({n: f"rank {r}" for n, r in ranks.items()})
     if ranks:
         small = factorization.factorize(small, rank=ranks)
     return small, described
-
-
-def _int8(qat, calibration):
-    # calibration covers the tensors QAT put no range on (a composite layer's own ops)
-    return export.to_tflite(qat, mode="int8", representative_data=calibration)
 
 
 def _distillation_loss(model, loss):
@@ -465,7 +456,8 @@ def _train(model, plan, sizes, data, loss, calibration, epochs, qat_epochs, batc
                 metrics=[metric] if isinstance(metric, str) and metric != "auc" else None)
     if qat_epochs:
         qat.fit(x, y, batch_size=batch_size, epochs=qat_epochs, verbose=0)
-    flatbuffer = _int8(qat, calibration)
+    # calibration covers the tensors QAT put no range on (a composite layer's own ops)
+    flatbuffer = export.to_tflite(qat, mode="int8", representative_data=calibration)
     checked = export.verify(flatbuffer, qat, (x_val, y_val), latency_runs=50)
     return qat, flatbuffer, {
         "plan": described, "tflite bytes": len(flatbuffer),

@@ -464,6 +464,20 @@ def positions(blocks, group):
     return np.stack(rows)
 
 
+def kept(size, fraction):
+    """How many of `size` channels (or of a matrix's `size` ranks) a kept `fraction`
+    leaves: rounded, at least one. The one rule for sensitivity rows and plans alike.
+
+    Example:
+
+    ```python
+    from tfcompress.core import channels
+    assert channels.kept(32, 0.375) == 12 and channels.kept(8, 0.0625) == 1
+    ```
+    """
+    return max(1, int(round(size * fraction)))
+
+
 def weakest(group, count):
     """Indices of the `count` channels of `group` whose producing (`"out"`) weights have the
     smallest L2 norm (ties: the lower index), sorted.
