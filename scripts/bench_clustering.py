@@ -32,8 +32,9 @@ How to run
 
 Targets: accuracy >= TFMOT's at every cluster count, and gzip'd TFLite bytes
 <= TFMOT's. The dense rows show what the two Keras versions' graphs cost
-before any clustering (Keras 3 lowers Flatten to SHAPE/STRIDED_SLICE/PACK/
-RESHAPE, a few hundred bytes more).
+before any clustering: through the converter call both sides share here, Keras 3
+lowers Flatten to SHAPE/STRIDED_SLICE/PACK/RESHAPE, a few hundred bytes more.
+`tfcompress.export.to_tflite` exports it as one RESHAPE.
 """
 
 import argparse

@@ -58,6 +58,26 @@ def test_float_matches_keras_and_runs_any_batch_size(cnn, eval_x, tmp_path):
         np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
+def test_flatten_and_reshape_export_as_one_reshape_at_any_batch():
+    # Keras 3 reshapes to the batch size read at run time (SHAPE, STRIDED_SLICE, PACK,
+    # RESHAPE in TFLite); the serving signature is traced with a constant shape instead
+    inputs = keras.Input((4, 4, 2), name="image")
+    x = keras.layers.Conv2D(3, 3, padding="same")(inputs)
+    x = keras.layers.Reshape((-1, 3))(keras.layers.MaxPooling2D()(x))  # (4, 3) from (2, 2, 3)
+    x = keras.layers.Reshape((6, 2))(keras.layers.Activation("relu")(x))
+    model = keras.Model(inputs, keras.layers.Dense(5)(keras.layers.Flatten()(x)))
+    flat = export.to_tflite(model)
+    names = [op["op_name"] for op in Interpreter(model_content=flat)._get_ops_details()]
+    assert "RESHAPE" in names and not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(names)
+    runner = Interpreter(model_content=flat).get_signature_runner("serving_default")
+    x = np.random.default_rng(0).normal(size=(7, 4, 4, 2)).astype("float32")
+    for batch in (1, 7):
+        out = next(iter(runner(image=x[:batch]).values()))
+        np.testing.assert_allclose(out, model(x[:batch]), atol=1e-5)
+    assert keras.layers.Flatten.call.__qualname__ == "Flatten.call"  # restored after tracing
+    assert keras.layers.Reshape.call.__qualname__ == "Reshape.call"
+
+
 def test_float_dict_input_click_model(click):
     model, features, clicks = click
     flat = export.to_tflite(model)
