@@ -82,6 +82,19 @@ def test_large_weights_match_the_sort_exactly(shape, sparsity, pruned, rng):
         np.testing.assert_array_equal(got, expected)
 
 
+def test_large_weights_settle_in_the_bracket_without_the_fallback(monkeypatch, rng):
+    # the fast path itself answers (the fallback is exact too, but several times slower)
+    def fallback(*args):
+        raise AssertionError("the sample's bracket missed")
+
+    monkeypatch.setattr(masks, "_magnitude_by_bits", fallback)
+    for shape, sparsity in (((300_000, 16), 0.6), ((150_000, 50), 0.95), ((5, 1_000_000), 0.5)):
+        weights = rng.normal(size=shape).astype("float32")
+        kept = rng.random(shape) >= 0.3
+        got = masks.magnitude(tf.Variable(weights), sparsity, tf.Variable(kept))
+        np.testing.assert_array_equal(got, _by_sort(weights, sparsity, kept))
+
+
 def test_large_weights_fall_back_to_histograms_when_the_sample_misses(monkeypatch, rng):
     weights = np.round(rng.normal(size=(400, 300)), 1).astype("float32")  # many ties
     kept = rng.random(weights.shape) >= 0.3

@@ -3,21 +3,22 @@
 Pure TensorFlow and XLA-friendly: thresholds come from `tf.sort` and a gather
 (a data-dependent `top_k` made every XLA train step take seconds here). Above
 `SORT_LIMIT` entries (an embedding table of a million rows) the threshold is
-selected from the magnitudes' bit patterns instead (a float32 magnitude's bits,
-read as an integer, order as the magnitudes do): a histogram of the high 16
-bits finds the bin holding the threshold, a histogram of the low 16 bits within
-that bin finds the threshold exactly. Both passes, and the pass writing the
-mask, read the weights a chunk of rows at a time in a loop (a gather, which
-reads a variable's rows without copying the whole of it), so the extra memory is
-a chunk's and the mask's, whatever the size of the table: 90 ms and a few MB
-for 32 M entries here, instead of 230 ms and ~400 MB for whole-table passes.
+found exactly without sorting the weights: a sample of rows brackets it, one
+compiled pass counts each row's entries at a few levels inside the bracket,
+and only the entries at the level holding the threshold are sorted; a second
+compiled pass writes the mask. XLA reads a variable in place (TF's own dense
+read copies a table that sparse updates touched), so the extra memory is the
+new mask and one int64 per row: ~70 ms for 32 M entries on 2 cores, where
+chunked TF ops took ~200 ms. If the sample's bracket misses (rare), bit-pattern
+histograms (a float32 magnitude's bits, read as an integer, order as the
+magnitudes do), read a chunk of rows at a time, answer instead.
 """
 
 import tensorflow as tf
 
-#: Weights with more entries than this get their threshold from bit-pattern histograms.
+#: Weights with more entries than this get their threshold without a sort of all of them.
 SORT_LIMIT = 1 << 22
-#: Entries read at a time by the histogram passes (whole rows of the weight).
+#: Entries read at a time by the fallback's histogram passes (whole rows of the weight).
 CHUNK = 1 << 20
 _HIGH, _LOW = 1 << 15, 1 << 16  # bins of a magnitude's high (sign cleared) and low 16 bits
 
@@ -99,44 +100,98 @@ def _magnitude_by_bits(weights, kept, keep):
 SAMPLE, _MARGIN = 1 << 17, 5.0
 
 
-def _magnitude_by_bracket(weights, kept, keep):
-    """`magnitude >= the keep-th largest` (bool, flat) in one pass over `weights`.
+def _magnitudes(values, kept):
+    """|values| as a [rows, entries per row] float32 matrix, -1 where not `kept`."""
+    values = tf.abs(tf.cast(values, "float32"))
+    values = tf.reshape(values, [tf.shape(values)[0], -1])
+    if kept is None:
+        return values
+    return tf.where(tf.reshape(tf.cast(kept, "bool"), tf.shape(values)), values, -1.0)
 
-    A sample of evenly spaced rows brackets the threshold's bit pattern; one
-    chunked pass marks the entries above the bracket and collects those inside
-    it, which a sort then settles exactly. Where the sample's bracket misses
-    (rare), `_magnitude_by_bits` answers.
+
+# Whole-table passes, compiled: XLA reads a variable without copying it (TF's dense read
+# copies a table that sparse updates touched) and fuses a pass into one sweep, where TF's
+# ops write a table-sized tensor each.
+@tf.function(jit_compile=True)
+def _levels(weights, kept, edges, bits):
+    """Per row, how many of its entries are at each level: level j (1 <= j <= len(edges))
+    holds the magnitudes in [edges[j-1], edges[j]) (edges ascending; the last level: at
+    or above the last edge). Packed: level j's count in bits [bits·(j-1), bits·j) of an
+    int64 (one reduction: XLA runs one far faster than several)."""
+    magnitudes = _magnitudes(weights, kept)
+    level = tf.zeros_like(magnitudes, "int64")
+    for j in range(edges.shape[0]):
+        level += tf.cast(magnitudes >= edges[j], "int64")
+    packed = tf.where(level > 0, tf.bitwise.left_shift(tf.constant(1, "int64"),
+                                                      bits * (level - 1)), 0)
+    return tf.reduce_sum(packed, axis=1)
+
+
+def _unpack(packed, level, bits):
+    """Each row's count at `level` (counted from 0 here) out of `_levels`' packed int64s."""
+    return tf.bitwise.bitwise_and(tf.bitwise.right_shift(packed, tf.cast(bits * level, "int64")),
+                                  (1 << bits) - 1)
+
+
+@tf.function(jit_compile=True)
+def _totals(packed, fields, bits):
+    """Entries at each level, all rows together."""
+    return tf.reduce_sum(_unpack(packed[:, None], tf.range(fields, dtype="int64"), bits), axis=0)
+
+
+@tf.function(jit_compile=True)
+def _at_least(weights, kept, threshold):
+    return tf.reshape(_magnitudes(weights, kept) >= threshold, [-1])
+
+
+def _magnitude_by_bracket(weights, kept, keep):
+    """`magnitude >= the keep-th largest` (bool, flat) in two passes over `weights`.
+
+    A sample of evenly spaced rows brackets the threshold and splits the
+    bracket into levels. One pass counts, per row, the entries at each level
+    (and above the bracket), which names the level holding the threshold; the
+    entries at that level (from the few rows holding any) are sorted to
+    settle it exactly; a second pass writes the mask. Where the sample's
+    bracket misses (rare), `_magnitude_by_bits` answers.
     """
     size, rows = weights.shape.num_elements(), weights.shape[0]
-    sample = _bits(weights, kept, tf.range(0, rows, max(rows * (size // rows) // SAMPLE, 1)))
-    sample = tf.sort(sample, direction="DESCENDING")
+    per_row = size // rows
+    bits = per_row.bit_length()  # a row's count at one level fits
+    fields = min(64 // bits, 16)  # levels: the bracket's parts, and the one above it
+    ids = tf.range(0, rows, max(rows * per_row // SAMPLE, 1))
+    sample = _magnitudes(tf.gather(weights, ids),
+                         None if kept is None else tf.gather(kept, ids))
+    sample = tf.sort(tf.reshape(sample, [-1]))
     count = tf.cast(tf.size(sample), "float32")
     share = tf.cast(keep, "float32") / size
-    rank, margin = share * count, _MARGIN * tf.sqrt(count * share * (1 - share)) + 8
-    high_rank = tf.cast(tf.floor(rank - margin), "int32")
-    low_rank = tf.cast(tf.math.ceil(rank + margin), "int32")
-    last = tf.size(sample) - 1
-    high = tf.where(high_rank < 0, 0x7FFFFFFF, tf.gather(sample, tf.maximum(high_rank, 0)))
-    low = tf.maximum(tf.where(low_rank > last, 1, tf.gather(sample, tf.minimum(low_rank, last))), 1)
-
-    def body(state, bits, start):
-        above, positions, values = state
-        inside = tf.where(tf.logical_and(bits >= low, bits <= high))[:, 0]
-        return (above.write(above.size(), bits > high),
-                positions.write(positions.size(), tf.cast(inside, "int32") + start),
-                values.write(values.size(), tf.gather(bits, inside)))
-
-    above, positions, values = _chunked(weights, kept, body, tuple(
-        tf.TensorArray(dtype, size=0, dynamic_size=True, infer_shape=dtype == "bool")
-        for dtype in ("bool", "int32", "int32")))
-    above = _stacked(above, size)
-    positions, values = positions.concat(), values.concat()
-    above_count = tf.reduce_sum(tf.cast(above, "int32"))
-    settled = tf.logical_and(above_count < keep, keep <= above_count + tf.size(values))
+    rank, margin = (1 - share) * count, _MARGIN * tf.sqrt(count * share * (1 - share)) + 8
+    low_rank = tf.clip_by_value(tf.cast(tf.floor(rank - margin), "int32"), 0, tf.size(sample) - 1)
+    high_rank = tf.clip_by_value(tf.cast(tf.math.ceil(rank + margin), "int32"), 0,
+                                 tf.size(sample) - 1)
+    steps = tf.cast(tf.linspace(tf.cast(low_rank, "float32"), tf.cast(high_rank, "float32"),
+                                fields), "int32")
+    edges = tf.maximum(tf.gather(sample, steps), 0.0)  # ascending; entries not kept: below
+    edges = tf.concat([edges[:-1], [tf.experimental.numpy.nextafter(edges[-1], float("inf"))]], 0)
+    packed = _levels(weights, kept, edges, bits)
+    totals = _totals(packed, fields, bits)  # entries per level, bottom (1) to top (above)
+    from_top = tf.cumsum(totals, reverse=True)
+    keep64 = tf.cast(keep, "int64")
+    level = tf.reduce_max(tf.where(from_top >= keep64, tf.range(fields), -1))
+    # the threshold is at a level inside the bracket (a negative margin makes none)
+    settled = tf.logical_and(low_rank < high_rank,
+                             tf.logical_and(level >= 0, level < fields - 1))
 
     def exact():
-        threshold = tf.gather(tf.sort(values, direction="DESCENDING"), keep - above_count - 1)
-        return tf.tensor_scatter_nd_update(above, positions[:, None], values >= threshold)
+        some = tf.where(_unpack(packed, level, bits) > 0)[:, 0]  # the few rows with any there
+        magnitudes = tf.reshape(_magnitudes(
+            tf.gather(weights, some), None if kept is None else tf.gather(kept, some)), [-1])
+        bottom = edges[level]
+        top = tf.concat([edges, [float("inf")]], 0)[level + 1]
+        there = tf.boolean_mask(magnitudes, tf.logical_and(magnitudes >= bottom, magnitudes < top))
+        higher = from_top[level] - totals[level]
+        threshold = tf.gather(tf.sort(there, direction="DESCENDING"),
+                              tf.cast(keep64 - higher - 1, "int32"))
+        return _at_least(weights, kept, threshold)
 
     return tf.cond(settled, exact, lambda: _magnitude_by_bits(weights, kept, keep))
 
