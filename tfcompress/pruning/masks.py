@@ -207,8 +207,8 @@ def _in_xla():
 def magnitude(weights, sparsity, kept=None, dtype=None):
     """Keeps the `round(n * (1 - sparsity))` largest-magnitude entries (at least 1).
 
-    `weights` may be a variable: above `SORT_LIMIT` entries it is read a
-    chunk of rows at a time. `kept`: a 0/1 mask (tensor or variable) of the
+    `weights` may be a variable: above `SORT_LIMIT` entries compiled passes
+    read it in place, never a copy of it. `kept`: a 0/1 mask (tensor or variable) of the
     entries still in (others count as zero, and stay out), so a caller need
     not make `weights * kept` (a second table-sized tensor). `dtype`: the
     mask's (default the weights').
