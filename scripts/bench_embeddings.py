@@ -46,7 +46,8 @@ Each configuration runs in its own process, `PROCESSES` times in turn:
    from the same process. (This machine's speed shifts between whole
    processes by up to 1.6x, for the unwrapped model as much as for the rest,
    so a ratio of two processes' timings measures that shift as well.)
-Across processes the fastest step times are kept.
+Across processes, the fastest step times, the smallest peaks and the mean of the
+step-time ratios are kept.
 
 Targets (issue 16): at 10^6 rows, step time <= 1.2x and peak memory <= 1.25x
 the unwrapped model, for pruning, row-wise QAT and QR (`quantize_model` is
@@ -58,7 +59,7 @@ and trains.
     python scripts/bench_embeddings.py --quick    # smoke run: small logs, 10^5 rows, Adam
     python scripts/bench_embeddings.py --model dcn --model dlrm --model two_tower
     python scripts/bench_embeddings.py --methods-only --model dcn --model dlrm
-    python scripts/bench_embeddings.py --scale-only --rows 1e7 --optimizer sgd  # 10^7 rows
+    python scripts/bench_embeddings.py --scale-only --rows 1e7 --optimizer sgd --processes 1
     python scripts/bench_embeddings.py --scale-only
 """
 
@@ -262,12 +263,12 @@ def run(rows, optimizer, technique):
     return json.loads(line[len("RESULT"):])
 
 
-def run_in_turn(rows, optimizer, techniques):
-    """`{technique: result}`: every technique's process `PROCESSES` times, in turn. Kept:
+def run_in_turn(rows, optimizer, techniques, processes=PROCESSES):
+    """`{technique: result}`: every technique's process `processes` times, in turn. Kept:
     the fastest step and the smallest peak, and the mean of the processes' step-time
     ratios (each of one process's own timings; an error ends that technique)."""
     runs = {}
-    for _ in range(PROCESSES):
+    for _ in range(processes):
         for technique in techniques:
             if "error" in runs.get(technique, [{}])[-1]:
                 continue
@@ -299,6 +300,8 @@ def main():
                              "default all)")
     parser.add_argument("--model", choices=("dcn", "dlrm", "two_tower"), action="append",
                         help="part 1's model (repeatable; default dcn)")
+    parser.add_argument("--processes", type=int, default=PROCESSES,
+                        help=f"the scale part's processes per configuration (default {PROCESSES})")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -341,7 +344,8 @@ def main():
     for rows in sizes:
         for optimizer in optimizers:
             base = None
-            for technique, result in run_in_turn(rows, optimizer, techniques).items():
+            for technique, result in run_in_turn(rows, optimizer, techniques,
+                                                      args.processes).items():
                 if "error" in result:
                     records.append({"rows": f"{rows:,}", "optimizer": optimizer,
                                     "technique": technique, "ms / step": result["error"]})

@@ -42,17 +42,25 @@ def _top_bin(counts, need):
     return index, from_top[index] - counts[index]
 
 
+def _magnitudes(values, kept):
+    """|values| as a [rows, entries per row] float32 matrix, -1 where not `kept`."""
+    values = tf.abs(tf.cast(values, "float32"))
+    values = tf.reshape(values, [tf.shape(values)[0], -1])
+    if kept is None:
+        return values
+    return tf.where(tf.reshape(tf.cast(kept, "bool"), tf.shape(values)), values, -1.0)
+
+
 def _bits(weights, kept, rows):
-    """The magnitudes of `rows` of `weights` as int32 bit patterns, flat; -1 (counted in
-    no bin, kept by no threshold) where not `kept` or where `rows` is past the last row."""
+    """`_magnitudes` of `rows` of `weights` as int32 bit patterns (which order as the
+    magnitudes do), flat; negative (counted in no bin, kept by no threshold) where not
+    `kept` or where `rows` is past the last row."""
     valid = rows < weights.shape[0]
     rows = tf.minimum(rows, weights.shape[0] - 1)
-    values = tf.cast(tf.gather(weights, rows), "float32")
-    bits = tf.bitwise.bitwise_and(tf.bitcast(values, "int32"), 0x7FFFFFFF)
-    valid = tf.reshape(valid, [-1] + [1] * (len(weights.shape) - 1))
-    if kept is not None:
-        valid = tf.logical_and(valid, tf.cast(tf.gather(kept, rows), "bool"))
-    return tf.reshape(tf.where(valid, bits, -1), [-1])
+    magnitudes = _magnitudes(tf.gather(weights, rows),
+                             None if kept is None else tf.gather(kept, rows))
+    magnitudes = tf.where(valid[:, None], magnitudes, -1.0)
+    return tf.reshape(tf.bitcast(magnitudes, "int32"), [-1])
 
 
 def _chunked(weights, kept, body, initial):
@@ -98,15 +106,6 @@ def _magnitude_by_bits(weights, kept, keep):
 
 #: Entries the bracketing sample reads; its margin, in standard deviations of a sample rank.
 SAMPLE, _MARGIN = 1 << 17, 5.0
-
-
-def _magnitudes(values, kept):
-    """|values| as a [rows, entries per row] float32 matrix, -1 where not `kept`."""
-    values = tf.abs(tf.cast(values, "float32"))
-    values = tf.reshape(values, [tf.shape(values)[0], -1])
-    if kept is None:
-        return values
-    return tf.where(tf.reshape(tf.cast(kept, "bool"), tf.shape(values)), values, -1.0)
 
 
 # Whole-table passes, compiled: XLA reads a variable without copying it (TF's dense read
