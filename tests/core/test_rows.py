@@ -53,6 +53,17 @@ def test_quantized_rows_equal_the_fake_quantized_table(rng):
     np.testing.assert_allclose(got, np.asarray(expected)[x[:4]], atol=1e-6)
 
 
+def test_extremes_of_a_table_after_sparse_updates_with_and_without_a_mask(rng):
+    table = tf.Variable(rng.normal(size=(1000, 8)).astype("float32"))
+    table.scatter_update(tf.IndexedSlices(tf.constant([[9.0] * 8, [-7.0] * 8]), [3, 600]))
+    mask = tf.Variable(np.ones((1000, 8), bool))
+    mask.scatter_update(tf.IndexedSlices(tf.zeros((1, 8), bool), [3]))  # row 3 (the 9s) out
+    value = table.numpy()
+    np.testing.assert_array_equal(rows.extremes(table), [value.min(), 9.0])
+    np.testing.assert_array_equal(rows.extremes(table, mask),
+                                  [-7.0, (value * mask.numpy()).max()])
+
+
 def test_wrappers_that_need_the_whole_table_keep_it():
     subclass = type("MyEmbedding", (keras.layers.Embedding,), {})
     layer = tfc.pruning.PruneLowMagnitude(subclass(50, 4), weight_names=["embeddings"])

@@ -24,6 +24,7 @@ assert rows.applies(layer)
 """
 
 import keras
+import tensorflow as tf
 
 
 def applies(wrapper):
@@ -48,3 +49,20 @@ def lookup(wrapper, ids, training):
     for inner in reversed(wrapper.chain()):
         rows = inner.transform_rows(rows, ids, training)
     return keras.ops.cast(rows, layer.compute_dtype)
+
+
+@tf.function(jit_compile=True)
+def _extremes(table, mask):
+    values = table if mask is None else table * tf.cast(mask, table.dtype)
+    return tf.stack([tf.reduce_min(values), tf.reduce_max(values)])
+
+
+def extremes(table, mask=None):
+    """`[min, max]` of a table variable (times `mask`, a variable too), read in place.
+
+    A whole-table statistic (a per-tensor quantization range) costs one read of
+    the table: TF's dense read of a variable that sparse updates touched
+    copies it first, and `table * mask` would be a second table; XLA reduces
+    the variables where they are.
+    """
+    return _extremes(table, mask)

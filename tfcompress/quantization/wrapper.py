@@ -3,6 +3,7 @@
 import keras
 
 from tfcompress.core import WeightWrapper
+from tfcompress.core import rows as rows_lib
 from tfcompress.core.wrapper import InsertedLayer, expose_input_shape
 from tfcompress.quantization.config import QuantizeConfig, activation_quantizer
 from tfcompress.quantization.inner import InnerRanges
@@ -123,9 +124,9 @@ class QuantizeWrapper(WeightWrapper):
         (quantizer,), (weights,), (mask,) = self._weight_quantizers, self._weight_vars, self._masks
         if mask is not None:
             rows = rows * keras.ops.take(mask.value, ids, axis=0)
-        if training:
-            table = self._targets[0].value
-            low, high = quantizer.track(table if mask is None else table * mask.value, weights)
+        if training:  # the table's extremes have the table's range
+            low, high = quantizer.track(rows_lib.extremes(
+                self._targets[0].value, None if mask is None else mask.value), weights)
         else:
             low, high = weights["min"].value, weights["max"].value
         return quantizer._fake_quant(rows, low, high)
