@@ -64,5 +64,13 @@ def extremes(table, mask=None):
     the table: TF's dense read of a variable that sparse updates touched
     copies it first, and `table * mask` would be a second table; XLA reduces
     the variables where they are.
+
+    Example:
+
+    ```python
+    import tensorflow as tf
+    from tfcompress.core import rows
+    rows.extremes(tf.Variable([[1.0, -2.0], [3.0, 0.5]]))  # [-2.0, 3.0]
+    ```
     """
     return _extremes(table, mask)
