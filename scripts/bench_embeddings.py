@@ -72,7 +72,7 @@ import sys
 import time
 
 STEPS = 100
-ROUNDS = 3
+ROUNDS = 6
 PROCESSES = 2
 BATCH = 256
 DIM = 32
