@@ -55,7 +55,7 @@ measured beside them, with no target: its per-tensor range reads the whole
 table every step); at 10^7 rows (`--rows 1e7`), that every configuration fits
 and trains.
 
-    python scripts/bench_embeddings.py            # both parts (~45 min on 2 cores)
+    python scripts/bench_embeddings.py            # both parts (~75 min on 2 cores)
     python scripts/bench_embeddings.py --quick    # smoke run: small logs, 10^5 rows, Adam
     python scripts/bench_embeddings.py --model dcn --model dlrm --model two_tower
     python scripts/bench_embeddings.py --methods-only --model dcn --model dlrm
