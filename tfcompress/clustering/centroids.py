@@ -4,8 +4,8 @@ import numpy as np
 
 from tfcompress.clustering.config import CentroidInitialization
 
-#: Values k-means++ seeding reads at most (a random sample of a larger kernel).
-SAMPLE = 100_000
+#: Lloyd iterations after k-means++ seeding.
+KMEANS_ITERATIONS = 10
 
 
 def initial(values, number, init, preserve_sparsity=False, seed=9):
@@ -51,31 +51,27 @@ def _interval(values, number, init, seed):
 
 
 def _kmeans(values, number, seed):
-    """Greedy k-means++ seeding, TFMOT's KMEANS_PLUS_PLUS (TF's
-    `kmeans_plus_plus_initialization` with its default retries; no Lloyd iterations).
-
-    Each centroid is the best of `3 + int(log(number))` candidates, the one leaving the
-    smallest total squared distance from the values to their nearest centroid: the
-    first drawn uniformly, the others with probability proportional to that distance.
-    """
+    """k-means++ seeding, then Lloyd iterations (1-D: assignment by sorted midpoints)."""
     rng = np.random.default_rng(seed)
-    sample = values if values.size <= SAMPLE else rng.choice(values, SAMPLE, replace=False)
-    tries = 3 + int(np.log(number))
-    distance = np.full(sample.size, np.inf)
-    centers = []
-    for _ in range(number):
-        if centers:
-            total = distance.sum()
-            if total <= 0:
-                break  # fewer distinct values than centroids
-            picks = rng.choice(sample.size, tries, p=distance / total)
-        else:
-            picks = rng.integers(sample.size, size=tries)
-        after = np.minimum(distance, (sample - sample[picks][:, None]) ** 2)
-        best = int(np.argmin(after.sum(axis=1)))
-        centers.append(sample[picks[best]])
-        distance = after[best]
-    return np.sort(np.asarray(centers))
+    sample = values if values.size <= 100_000 else rng.choice(values, 100_000, replace=False)
+    centers = [sample[rng.integers(sample.size)]]
+    distance = (sample - centers[0]) ** 2
+    for _ in range(1, number):
+        total = distance.sum()
+        if total <= 0:
+            break  # fewer distinct values than centroids
+        centers.append(sample[rng.choice(sample.size, p=distance / total)])
+        distance = np.minimum(distance, (sample - centers[-1]) ** 2)
+    centers = np.sort(np.asarray(centers))
+    for _ in range(KMEANS_ITERATIONS):
+        assigned = np.searchsorted((centers[1:] + centers[:-1]) / 2, sample)
+        counts = np.bincount(assigned, minlength=centers.size)
+        sums = np.bincount(assigned, weights=sample, minlength=centers.size)
+        moved = np.where(counts > 0, sums / np.maximum(counts, 1), centers)
+        if np.allclose(moved, centers):
+            break
+        centers = np.sort(moved)
+    return centers
 
 
 def _pad(found, number, values):
