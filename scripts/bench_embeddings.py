@@ -34,8 +34,8 @@ A click model with one `Embedding(rows, 32)` table and a small tower
 (Dense 64 relu, Dense 1 sigmoid), batch 256, ids drawn from a Zipf law
 (alpha 1.2, folded into the table: most batches read a few thousand distinct
 rows of a table of a million): the model unwrapped, `prune_low_magnitude`
-(PolynomialDecay 0 -> 0.8 over 400 steps, a mask update every 50 steps: two
-inside each timed window), `quantize_model`, and `compress_embeddings` with
+(PolynomialDecay 0 -> 0.8 until the last timed step, a mask update every 50 steps:
+two inside each timed window), `quantize_model`, and `compress_embeddings` with
 `rowwise_int8` (row-wise QAT) and `qr` (default buckets: 2·sqrt(rows) rows).
 Each configuration runs in its own process, `PROCESSES` times in turn:
 1. alone, for its peak resident memory (ru_maxrss after a warm-up fit and
@@ -99,7 +99,8 @@ def worker(rows, optimizer, technique):
         model = keras.Model(ids, keras.layers.Dense(1, activation="sigmoid")(hidden))
         callbacks = []
         if technique == "prune_low_magnitude":
-            schedule = tfc.pruning.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=4 * STEPS,
+            schedule = tfc.pruning.PolynomialDecay(0.0, 0.8, begin_step=0,
+                                                   end_step=(ROUNDS + 2) * STEPS,
                                                    frequency=STEPS // 2)
             model = tfc.pruning.prune_low_magnitude(model, pruning_schedule=schedule)
             callbacks = [tfc.pruning.UpdatePruningStep()]
