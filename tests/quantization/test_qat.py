@@ -86,6 +86,50 @@ def test_per_channel_weights_and_folded_batch_norm(digits_tflite):
             assert len(tensors[op["inputs"][1]]["quantization_parameters"]["scales"]) == 1
 
 
+def test_per_channel_dense_and_einsum_kernels_export_as_trained():
+    """Asked for, Dense and EinsumDense kernels train with one range per output unit
+    (the converter used to reject that: "mismatched quantized axes"), and the
+    flatbuffer's per-channel integers are the QAT model's own rounding."""
+    keras.utils.set_random_seed(0)
+    per_channel = Q.Default8BitQuantizeConfig({"kernel": "per_channel"})
+    inputs = keras.Input((4, 6))
+    x = Q.quantize_annotate_layer(L.EinsumDense("abc,cde->abde", (4, 3, 5), bias_axes="de"),
+                                  per_channel)(inputs)
+    x = L.Reshape((4, 15))(x)
+    x = Q.quantize_annotate_layer(L.EinsumDense("abcd,cde->abe", (4, 7)), per_channel)(
+        L.Reshape((4, 3, 5))(x))
+    x = Q.quantize_annotate_layer(L.Dense(3), per_channel)(L.Flatten()(x))
+    qat = Q.quantize_apply(Q.quantize_annotate_model(keras.Model(inputs, x)))
+    data = np.random.default_rng(0).normal(size=(64, 4, 6)).astype("float32")
+    qat.compile("adam", "mse")
+    qat.fit(data, np.zeros((64, 3)), epochs=1, verbose=0)
+    flat = tfc.export.to_tflite(qat, mode="int8")
+    it = interpreter(flat)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    stored = []
+    for op in it._get_ops_details():
+        if op["op_name"] == "FULLY_CONNECTED":
+            scales = tensors[op["inputs"][1]]["quantization_parameters"]["scales"]
+            assert len(scales) == tensors[op["inputs"][1]]["shape"][0] > 1
+            stored.append(it.get_tensor(op["inputs"][1]).astype("float32") * scales[:, None])
+    trained = []
+    for wrapper in qat.layers:
+        if isinstance(wrapper, Q.QuantizeWrapper):
+            (quantizer,) = wrapper._weight_quantizers
+            assert isinstance(quantizer, Q.MatmulWeightsQuantizer)
+            (kernel,) = wrapper.transform_weights([wrapper.layer.kernel.value], training=False)
+            kernel = np.asarray(kernel)
+            trained.append(kernel.reshape(
+                int(np.prod(kernel.shape[:quantizer.contracted])), -1).T)
+    assert [k.shape for k in trained] == [(15, 6), (7, 15), (3, 28)]
+    for kernel in trained:
+        assert any(w.shape == kernel.shape and np.allclose(w, kernel, rtol=1e-6, atol=1e-9)
+                   for w in stored), kernel.shape
+    assert float_compute(op_census(flat)) == []
+    np.testing.assert_allclose(run_tflite(flat, data[:8]), qat.predict(data[:8], verbose=0),
+                               atol=0.05)
+
+
 def _zoo():
     inp = keras.Input((16, 16, 3))
     a = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(8, 3, padding="same")(inp)))

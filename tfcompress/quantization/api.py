@@ -426,6 +426,12 @@ class _Transform:
         if kind == "preserving":
             return copy_layer(layer)
         if kind == "custom":
+            if type(explicit) is C.Default8BitQuantizeConfig and _product_then_bias(
+                    self._base(layer), op) and not explicit.inner_ranges:
+                # the default config on a Dense-on-a-sequence or EinsumDense: its product
+                # gets its range before the bias, as without the annotation
+                explicit = C.Default8BitQuantizeConfig(explicit.weights, quantize_output=False,
+                                                       inner_ranges=True)
             return self._wrap(copy_layer(layer), explicit)
         if kind == "composite":
             return self._composite(op, layer)

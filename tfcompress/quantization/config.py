@@ -83,6 +83,24 @@ class QuantizeConfig:
         return cls(**config)
 
 
+def matmul_contracted(layer, variable):
+    """How many leading axes of `variable` a `Dense` or `EinsumDense` in `layer` (or
+    `layer` itself) sums over, when `variable` is that layer's kernel; else 0
+    (also for an einsum whose summed kernel axes do not lead)."""
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        if getattr(sub, "kernel", None) is not variable:
+            continue
+        if isinstance(sub, L.Dense):
+            return 1
+        if isinstance(sub, L.EinsumDense):
+            operands, output = sub.equation.split("->")
+            kernel = operands.split(",")[1]
+            summed = sum(axis not in output for axis in kernel)
+            leading = all(axis not in output for axis in kernel[:summed])
+            return summed if summed and leading else 0
+    return 0
+
+
 def weights_quantizer(per_axis):
     return Q.LastValueQuantizer(num_bits=8, per_axis=per_axis, symmetric=True, narrow_range=True)
 
@@ -148,6 +166,9 @@ class Default8BitQuantizeConfig(QuantizeConfig):
             kind = self.weights.get(f"#{index}", self.weights.get(variable.name))
             if kind == "depthwise":
                 pairs.append((variable, Q.DepthwiseWeightsQuantizer(8, True, True, True)))
+            elif kind == "per_channel" and matmul_contracted(layer, variable):
+                pairs.append((variable, Q.MatmulWeightsQuantizer(
+                    matmul_contracted(layer, variable))))
             elif kind is not None:
                 pairs.append((variable, weights_quantizer(kind == "per_channel")))
         return pairs
@@ -172,6 +193,8 @@ class Default8BitQuantizeConfig(QuantizeConfig):
 
 #: Layers with weights → which weights, at which granularity.
 WEIGHTED = {
+    # per_channel (opt-in, `MatmulWeightsQuantizer`) measured no better on the transformers
+    # of scripts/bench_transformer.py, and its per-channel scales add ~7 % to the file
     L.Dense: {"kernel": "per_tensor"},
     L.EinsumDense: {"kernel": "per_tensor"},
     L.Conv1D: {"kernel": "per_tensor"},  # per-channel trips the converter on ExpandDims

@@ -99,8 +99,12 @@ class _RangeQuantizer(Quantizer):
                                         initializer="zeros", aggregation="none"),
         }
 
+    def _reduced_axes(self, inputs):
+        """The axes one range spans: all but the last (per axis), or all."""
+        return list(range(len(inputs.shape) - 1)) if self.per_axis else None
+
     def _batch_range(self, inputs):
-        axes = list(range(len(inputs.shape) - 1)) if self.per_axis else None
+        axes = self._reduced_axes(inputs)
         low = tf.minimum(tf.reduce_min(inputs, axis=axes), 0.0)
         high = tf.maximum(tf.reduce_max(inputs, axis=axes), 0.0)
         if self.symmetric:
@@ -254,6 +258,60 @@ class DepthwiseWeightsQuantizer(LastValueQuantizer):
         h, w, c, m = inputs.shape
         flat = tf.reshape(inputs, (h, w, 1, c * m))
         return tf.reshape(super().__call__(flat, training, weights), (h, w, c, m))
+
+
+@keras.saving.register_keras_serializable("tfcompress")
+class MatmulWeightsQuantizer(LastValueQuantizer):
+    """Per-output-channel weights quantizer for `Dense` and `EinsumDense` kernels.
+
+    TFLite runs these layers as FULLY_CONNECTED, with the kernel transposed
+    to `[outputs, inputs]` and one int8 scale per output, as the converter's
+    post-training path does. The converter rejects a per-channel fake-quant
+    op on a kernel it transposes ("mismatched quantized axes"), so this
+    quantizer rounds in plain arithmetic: in the exported graph the kernel
+    folds into a float constant already on the int8 grid, and the converter
+    quantizes it per output channel to the same integers. Training sees the
+    same rounding, with a straight-through gradient.
+
+    Args:
+        contracted: how many leading kernel axes the layer sums over (1 for
+            `Dense`; an `EinsumDense` kernel `cde` in `abc,cde->abde` has 1,
+            in `abcd,cde->abe` 2). The other axes are the output channels.
+        num_bits: bits per weight (symmetric, narrow range: +-(2^(n-1) - 1)).
+
+    Example:
+
+    ```python
+    import tfcompress as tfc
+    q = tfc.quantization.MatmulWeightsQuantizer(contracted=1)
+    ```
+    """
+
+    def __init__(self, contracted=1, num_bits=8):
+        super().__init__(num_bits, per_axis=True, symmetric=True, narrow_range=True)
+        self.contracted = int(contracted)
+        if self.contracted < 1:
+            raise ValueError(f"contracted must be at least 1, got {contracted}.")
+
+    def _range_shape(self, tensor_shape):
+        return tuple(int(d) for d in tensor_shape[self.contracted:])
+
+    def _reduced_axes(self, inputs):
+        return list(range(self.contracted))
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        x = tf.cast(inputs, "float32")
+        if training:
+            _, high = self.track(x, weights)
+        else:
+            high = weights["max"].value
+        levels = 2.0 ** (self.num_bits - 1) - 1.0
+        scale = tf.where(high > 0.0, high / levels, 1.0)
+        rounded = tf.clip_by_value(tf.round(x / scale), -levels, levels) * scale
+        return x + tf.stop_gradient(rounded - x) if training else rounded
+
+    def get_config(self):
+        return {"contracted": self.contracted, "num_bits": self.num_bits}
 
 
 @keras.saving.register_keras_serializable("tfcompress")
