@@ -42,26 +42,46 @@ def test_quantized_rows_equal_the_fake_quantized_table(rng):
     x = rng.integers(0, 500, (64, 3)).astype("int32")
     model.compile("adam", "mse")
     model.fit(x, rng.normal(size=(64, 1)), batch_size=16, verbose=0)
-    wrapper(x[:4], training=True)  # a training lookup after the last update: the range is now
+    # a training lookup of every row after the last update: the range is the table's
+    wrapper((np.arange(501) % 500).reshape(167, 3).astype("int32"), training=True)
     table = np.asarray(wrapper.layer.embeddings)
     (weights,) = wrapper._weight_vars
     low, high = float(np.asarray(weights["min"])), float(np.asarray(weights["max"]))
-    assert low <= table.min() and high >= table.max()  # the whole table's range, not the rows'
-    assert high - low <= 2.05 * np.abs(table).max()  # and no wider
+    assert high == np.abs(table).max() and low == -high  # symmetric, the whole table's
     expected = wrapper._weight_quantizers[0]._fake_quant(table, low, high)  # the whole table
     got = rows.lookup(wrapper, x[:4], training=False)  # before the layer's output range
     np.testing.assert_allclose(got, np.asarray(expected)[x[:4]], atol=1e-6)
 
 
-def test_extremes_of_a_table_after_sparse_updates_with_and_without_a_mask(rng):
-    table = tf.Variable(rng.normal(size=(1000, 8)).astype("float32"))
-    table.scatter_update(tf.IndexedSlices(tf.constant([[9.0] * 8, [-7.0] * 8]), [3, 600]))
-    mask = tf.Variable(np.ones((1000, 8), bool))
-    mask.scatter_update(tf.IndexedSlices(tf.zeros((1, 8), bool), [3]))  # row 3 (the 9s) out
-    value = table.numpy()
-    np.testing.assert_array_equal(rows.extremes(table), [value.min(), 9.0])
-    np.testing.assert_array_equal(rows.extremes(table, mask),
-                                  [-7.0, (value * mask.numpy()).max()])
+def test_row_extremes_fill_once_then_follow_the_rows_read(rng):
+    layer = keras.layers.Embedding(1000, 8)
+    layer.build()
+    table = layer.embeddings
+    table.assign(rng.normal(size=(1000, 8)).astype("float32"))
+    kept = rows.RowExtremes(keras.layers.Layer(), "table", table)
+
+    def read(*ids):
+        ids = np.asarray(ids, "int32")
+        return np.asarray(kept.update(table, None, tf.gather(table.value, ids), ids))
+
+    value = np.asarray(table)
+    np.testing.assert_array_equal(read(1, 2), [value.min(), value.max()])  # filled, once
+    table.value.scatter_update(tf.IndexedSlices(tf.constant([[9.0] * 8]), [600]))
+    np.testing.assert_array_equal(read(1, 2), [value.min(), value.max()])  # row 600 not read
+    np.testing.assert_array_equal(read(600), [value.min(), 9.0])
+    table.value.scatter_update(tf.IndexedSlices(tf.zeros((1, 8)), [600]))
+    rest = np.delete(value, 600, axis=0)
+    np.testing.assert_array_equal(read(600, 3), [min(rest.min(), 0.0), max(rest.max(), 0.0)])
+
+    mask = keras.Variable(np.ones((1000, 8), bool), dtype="bool")
+    mask.value.scatter_update(tf.IndexedSlices(tf.zeros((1, 8), bool),
+                                               [int(value.max(1).argmax())]))
+    masked = rows.RowExtremes(keras.layers.Layer(), "masked", table)
+    ids = np.array([5], "int32")
+    got = masked.update(table, mask, tf.gather(table.value, ids) * tf.cast(
+        tf.gather(mask.value, ids), "float32"), ids)
+    expected = np.asarray(table) * np.asarray(mask)
+    np.testing.assert_array_equal(got, [expected.min(), expected.max()])
 
 
 def test_wrappers_that_need_the_whole_table_keep_it():

@@ -52,25 +52,68 @@ def lookup(wrapper, ids, training):
 
 
 @tf.function(jit_compile=True)
-def _extremes(table, mask):
+def _by_row(table, mask):
     values = table if mask is None else table * tf.cast(mask, table.dtype)
-    return tf.stack([tf.reduce_min(values), tf.reduce_max(values)])
+    return tf.stack([tf.reduce_min(values, axis=-1), tf.reduce_max(values, axis=-1)], axis=-1)
 
 
-def extremes(table, mask=None):
-    """`[min, max]` of a table variable (times `mask`, a variable too), read in place.
+def _global(ids, values):
+    """Every replica's ids and values under `tf.distribute` (the global batch's)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return ids, values
+    return context.all_gather(ids, axis=0), context.all_gather(values, axis=0)
 
-    A whole-table statistic (a per-tensor quantization range) costs one read of
-    the table: TF's dense read of a variable that sparse updates touched
-    copies it first, and `table * mask` would be a second table; XLA reduces
-    the variables where they are.
+
+class RowExtremes:
+    """A table's `[min, max]`, kept from the rows training reads: each row's min and
+    max as a batch last read it (8 bytes a row), refreshed for the rows each step
+    reads. The first training step fills it from the whole table, once.
+
+    A per-tensor quantization range then costs the rows a batch reads, not a read
+    of the whole table. Like a last-value range over a whole kernel, it trails
+    the table by the last update of each row: a row's value after its latest
+    optimizer update counts from the next batch that reads it. Under
+    `tf.distribute`, each replica refreshes the rows of every replica's batch, so
+    all keep the same extremes.
 
     Example:
 
     ```python
-    import tensorflow as tf
+    import keras
+    import numpy as np
     from tfcompress.core import rows
-    rows.extremes(tf.Variable([[1.0, -2.0], [3.0, 0.5]]))  # [-2.0, 3.0]
+    layer = keras.layers.Embedding(100, 4)
+    layer.build()
+    kept = rows.RowExtremes(keras.layers.Layer(), "embeddings", layer.embeddings)
+    ids = np.array([3, 7])
+    low, high = kept.update(layer.embeddings, None, layer(ids), ids)
+    assert low == np.min(layer.embeddings) and high == np.max(layer.embeddings)
     ```
     """
-    return _extremes(table, mask)
+
+    def __init__(self, owner, name, table):
+        """`owner`: the layer that keeps the variables (one still building)."""
+        self.values = owner.add_weight(name=f"{name}_row_extremes", shape=(table.shape[0], 2),
+                                       initializer="zeros", trainable=False,
+                                       aggregation="none")
+        self.filled = owner.add_weight(name=f"{name}_row_extremes_filled", shape=(),
+                                       initializer="zeros", trainable=False,
+                                       aggregation="none")
+
+    def _fill(self, table, mask):
+        self.values.assign(_by_row(table.value, None if mask is None else mask.value))
+        self.filled.assign(1.0)
+        return tf.constant(True)
+
+    def update(self, table, mask, rows, ids):
+        """Refreshes the rows read (`rows`: `table`'s rows at `ids`, times `mask`'s) and
+        returns the table's `[min, max]` (a float32 tensor of 2)."""
+        tf.cond(self.filled.value > 0.0, lambda: tf.constant(False),
+                lambda: self._fill(table, mask))
+        rows = tf.cast(rows, "float32")
+        read = tf.stack([tf.reduce_min(rows, axis=-1), tf.reduce_max(rows, axis=-1)], axis=-1)
+        ids, read = _global(tf.reshape(tf.cast(ids, "int32"), [-1]), tf.reshape(read, [-1, 2]))
+        self.values.value.scatter_update(tf.IndexedSlices(read, ids))
+        both = self.values.value
+        return tf.stack([tf.reduce_min(both[:, 0]), tf.reduce_max(both[:, 1])])

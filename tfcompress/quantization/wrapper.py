@@ -1,6 +1,7 @@
 """Quantization-aware layers: weights and outputs pass through fake-quant."""
 
 import keras
+import tensorflow as tf
 
 from tfcompress.core import WeightWrapper
 from tfcompress.core import rows as rows_lib
@@ -103,6 +104,9 @@ class QuantizeWrapper(WeightWrapper):
                 post, post.build((None,), f"{base}_activation_{i}", self)))
         if getattr(self.quantize_config, "inner_ranges", False):
             self._inner = InnerRanges(layer, self)
+        self._row_extremes = None
+        if type(layer) is keras.layers.Embedding and self.rows_supported():
+            self._row_extremes = rows_lib.RowExtremes(self, names[0], targets[0])
 
     def _zero_pattern(self, weight, name):
         mask = self.add_weight(name=f"{name}_mask", shape=weight.shape, dtype=weight.dtype,
@@ -119,14 +123,14 @@ class QuantizeWrapper(WeightWrapper):
         return out
 
     def transform_rows(self, rows, ids, training):
-        """An Embedding's gathered rows, fake-quantized with the whole table's range
-        (the range is the table's, as in `transform_weights`; see `core.rows`)."""
+        """An Embedding's gathered rows, fake-quantized with the whole table's range,
+        kept from the rows training reads (`core.rows.RowExtremes`)."""
         (quantizer,), (weights,), (mask,) = self._weight_quantizers, self._weight_vars, self._masks
         if mask is not None:
-            rows = rows * keras.ops.take(mask.value, ids, axis=0)
+            rows = rows * keras.ops.cast(tf.gather(mask.value, ids), rows.dtype)
         if training:  # the table's extremes have the table's range
-            low, high = quantizer.track(rows_lib.extremes(
-                self._targets[0].value, None if mask is None else mask.value), weights)
+            low, high = quantizer.track(
+                self._row_extremes.update(self._targets[0], mask, rows, ids), weights)
         else:
             low, high = weights["min"].value, weights["max"].value
         return quantizer._fake_quant(rows, low, high)
