@@ -53,8 +53,16 @@ def lookup(wrapper, ids, training):
 
 @tf.function(jit_compile=True)
 def _by_row(table, mask):
+    """Each row's `[-min, max]` (one max over both gives the table's)."""
     values = table if mask is None else table * tf.cast(mask, table.dtype)
-    return tf.stack([tf.reduce_min(values, axis=-1), tf.reduce_max(values, axis=-1)], axis=-1)
+    return tf.stack([-tf.reduce_min(values, axis=-1), tf.reduce_max(values, axis=-1)], axis=-1)
+
+
+@tf.function(jit_compile=True)
+def _largest(values):
+    # compiled: reads the variable in place (TF's dense read of a variable that sparse
+    # updates touched copies it first)
+    return tf.reduce_max(values, axis=0)
 
 
 def _global(ids, values):
@@ -67,7 +75,7 @@ def _global(ids, values):
 
 class RowExtremes:
     """A table's `[min, max]`, kept from the rows training reads: each row's min and
-    max as a batch last read it (8 bytes a row), refreshed for the rows each step
+    max as a batch last read it (8 bytes a row, stored as `[-min, max]`), refreshed for the rows each step
     reads. The first training step fills it from the whole table, once.
 
     A per-tensor quantization range then costs the rows a batch reads, not a read
@@ -112,8 +120,8 @@ class RowExtremes:
         tf.cond(self.filled.value > 0.0, lambda: tf.constant(False),
                 lambda: self._fill(table, mask))
         rows = tf.cast(rows, "float32")
-        read = tf.stack([tf.reduce_min(rows, axis=-1), tf.reduce_max(rows, axis=-1)], axis=-1)
+        read = tf.stack([-tf.reduce_min(rows, axis=-1), tf.reduce_max(rows, axis=-1)], axis=-1)
         ids, read = _global(tf.reshape(tf.cast(ids, "int32"), [-1]), tf.reshape(read, [-1, 2]))
         self.values.value.scatter_update(tf.IndexedSlices(read, ids))
-        both = self.values.value
-        return tf.stack([tf.reduce_min(both[:, 0]), tf.reduce_max(both[:, 1])])
+        negated_min, largest = tf.unstack(_largest(self.values.value))
+        return tf.stack([-negated_min, largest])
