@@ -75,8 +75,9 @@ def _global(ids, values):
 
 class RowExtremes:
     """A table's `[min, max]`, kept from the rows training reads: each row's min and
-    max as a batch last read it (8 bytes a row, stored as `[-min, max]`), refreshed for the rows each step
-    reads. The first training step fills it from the whole table, once.
+    max as a batch last read it (8 bytes a row, stored as `[-min, max]`), refreshed
+    for the rows each step reads. The first training step fills it from the whole
+    table, once.
 
     A per-tensor quantization range then costs the rows a batch reads, not a read
     of the whole table. Like a last-value range over a whole kernel, it trails

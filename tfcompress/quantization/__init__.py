@@ -35,7 +35,8 @@ __all__ = [
     "AllValuesQuantizer", "Default8BitClusterPreserveQuantizeScheme",
     "Default8BitPrunePreserveQuantizeScheme", "Default8BitQuantizeConfig",
     "Default8BitQuantizeScheme", "DepthwiseWeightsQuantizer", "FixedRangeQuantizer",
-    "LastValueQuantizer", "MatmulWeightsQuantizer", "MovingAverageQuantizer", "QuantizationSummaries", "QuantizeAnnotate",
+    "LastValueQuantizer", "MatmulWeightsQuantizer", "MovingAverageQuantizer",
+    "QuantizationSummaries", "QuantizeAnnotate",
     "QuantizeConfig", "QuantizeLayer", "QuantizeWrapper", "Quantizer", "quantize_annotate_layer",
     "quantize_annotate_model", "quantize_apply", "quantize_model", "quantize_scope",
 ]
