@@ -6,7 +6,7 @@ from tfcompress.clustering.config import CentroidInitialization
 
 #: Values k-means++ seeding reads at most (a random sample of a larger kernel).
 SAMPLE = 100_000
-#: Lloyd iterations after k-means++ seeding, for one channel's centroids.
+#: Lloyd iterations after k-means++ seeding, where `refine` asks for them.
 KMEANS_ITERATIONS = 10
 
 

@@ -12,7 +12,8 @@ class CentroidInitialization(str, enum.Enum):
     - `DENSITY_BASED`: at evenly spaced quantiles, so dense regions of the
       weight distribution get more centroids;
     - `KMEANS_PLUS_PLUS`: greedy k-means++ seeding, as TFMOT does; per
-      channel, a few Lloyd (k-means) iterations follow.
+      channel and with `preserve_sparsity`, a few Lloyd (k-means)
+      iterations follow.
 
     Example:
 

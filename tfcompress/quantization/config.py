@@ -166,9 +166,8 @@ class Default8BitQuantizeConfig(QuantizeConfig):
             kind = self.weights.get(f"#{index}", self.weights.get(variable.name))
             if kind == "depthwise":
                 pairs.append((variable, Q.DepthwiseWeightsQuantizer(8, True, True, True)))
-            elif kind == "per_channel" and matmul_contracted(layer, variable):
-                pairs.append((variable, Q.MatmulWeightsQuantizer(
-                    matmul_contracted(layer, variable))))
+            elif kind == "per_channel" and (contracted := matmul_contracted(layer, variable)):
+                pairs.append((variable, Q.MatmulWeightsQuantizer(contracted)))
             elif kind is not None:
                 pairs.append((variable, weights_quantizer(kind == "per_channel")))
         return pairs
