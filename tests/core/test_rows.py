@@ -1,6 +1,7 @@
 """Embedding lookups row by row: the same outputs as whole-table transforms, sparse gradients."""
 
 import keras
+import pytest
 import numpy as np
 import tensorflow as tf
 
@@ -82,6 +83,30 @@ def test_row_extremes_fill_once_then_follow_the_rows_read(rng):
         tf.gather(mask.value, ids), "float32"), ids)
     expected = np.asarray(table) * np.asarray(mask)
     np.testing.assert_array_equal(got, [expected.min(), expected.max()])
+
+
+@pytest.mark.parametrize("size", [1, 10, 1001, 70001])
+def test_row_extremes_equal_the_rows_as_last_read(size, rng):
+    """Against a reference that keeps every row as a batch last read it: random
+    table updates, random reads, blocks of ceil(sqrt(rows / 256)) (1, 2 with a padded
+    last one, 17 with a padded last one)."""
+    layer = keras.layers.Embedding(size, 4)
+    layer.build()
+    table = layer.embeddings
+    table.assign(rng.uniform(0.5, 1.0, size=(size, 4)).astype("float32"))  # all positive
+    kept = rows.RowExtremes(keras.layers.Layer(), "table", table)
+    last_read = None
+    for _ in range(30):
+        changed = rng.integers(size, size=3)
+        table.value.scatter_update(tf.IndexedSlices(
+            rng.normal(scale=3.0, size=(3, 4)).astype("float32"), changed))
+        ids = rng.integers(size, size=int(rng.integers(1, 6))).astype("int32")
+        got = kept.update(table, None, tf.gather(table.value, ids), ids)
+        if last_read is None:  # the first update fills from the whole table
+            last_read = np.asarray(table).copy()
+        last_read[ids] = np.asarray(table)[ids]
+        # zero is always inside, as in a quantization range
+        np.testing.assert_array_equal(got, [min(last_read.min(), 0.0), max(last_read.max(), 0.0)])
 
 
 def test_wrappers_that_need_the_whole_table_keep_it():

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcompress.core import WeightWrapper
+from tfcompress.core import rows as rows_lib
 from tfcompress.embeddings.tables import Table
 
 
@@ -88,12 +89,8 @@ class PruneRows(WeightWrapper):
 
     def transform_rows(self, rows, ids, training):
         if training:
-            flat = tf.reshape(tf.cast(ids, "int32"), [-1])
-            context = tf.distribute.get_replica_context()
-            if context is not None and context.num_replicas_in_sync > 1:
-                # every replica's ids (the global batch's): the same counts, so the same
-                # kept rows, on each replica and worker
-                flat = context.all_gather(flat, axis=0)
+            # every replica's ids: the same counts, so the same kept rows everywhere
+            (flat,) = rows_lib.global_batch(tf.reshape(tf.cast(ids, "int32"), [-1]))
             self.reads.value.scatter_add(tf.IndexedSlices(tf.ones_like(flat, "float32"), flat))
             self._schedule_step()
         mask = keras.ops.cast(keras.ops.take(self.row_mask.value, ids, axis=0), rows.dtype)
