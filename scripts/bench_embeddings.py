@@ -52,8 +52,8 @@ step-time ratios are kept.
 Targets (issue 16): at 10^6 rows, step time <= 1.2x and peak memory <= 1.25x
 the unwrapped model, for pruning, row-wise QAT and QR (`quantize_model` is
 measured beside them, with no target: its per-tensor range comes from each
-row's extremes as training last read it, a vector of 8 bytes a row reduced
-every step); at 10^7 rows (`--rows 1e7`), that every configuration fits
+row's extremes as training last read it, kept in blocks, so that a step
+reduces only the blocks its batch read and the blocks' extremes); at 10^7 rows (`--rows 1e7`), that every configuration fits
 and trains.
 
     python scripts/bench_embeddings.py            # both parts (~75 min on 2 cores)

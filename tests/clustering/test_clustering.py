@@ -66,6 +66,22 @@ def test_every_init_trains_in_fit_and_strips_to_at_most_k_values(cnn, init):
     assert _accuracy(plain, xt, yt) > _accuracy(model, xt, yt) - 0.05
 
 
+def test_kmeans_plus_plus_is_tfmots_greedy_seeding_or_refined_by_lloyd():
+    # Seeding picks centroids among the values (Lloyd iterations move them to means),
+    # and the greedy choice puts one centroid on each of four far-apart clumps.
+    from tfcompress.clustering import centroids
+
+    rng = np.random.default_rng(0)
+    clumps = np.concatenate([c + 0.01 * rng.normal(size=250) for c in (-3.0, -1.0, 0.5, 4.0)])
+    found = centroids.initial(clumps, 4, INIT.KMEANS_PLUS_PLUS)
+    assert np.all(np.isin(found, clumps.astype(np.float32)))
+    assert np.allclose(found, [-3.0, -1.0, 0.5, 4.0], atol=0.05)
+    assert np.array_equal(found, centroids.initial(clumps, 4, INIT.KMEANS_PLUS_PLUS))  # seeded
+    # refined (per channel, preserve_sparsity): Lloyd moves each to its clump's mean
+    refined = centroids.initial(clumps, 4, INIT.KMEANS_PLUS_PLUS, refine=True)
+    np.testing.assert_allclose(refined, np.sort(clumps.reshape(4, 250).mean(axis=1)), rtol=1e-5)
+
+
 def test_per_channel_clustering_limits_each_conv_channel(cnn):
     model, (x, y), _ = cnn
     clustered = C.cluster_weights(model, 4, cluster_per_channel=True,

@@ -11,8 +11,9 @@ class CentroidInitialization(str, enum.Enum):
     - `RANDOM`: uniform samples between them (seeded, so repeatable);
     - `DENSITY_BASED`: at evenly spaced quantiles, so dense regions of the
       weight distribution get more centroids;
-    - `KMEANS_PLUS_PLUS`: k-means++ seeding, then a few Lloyd (k-means)
-      iterations over the kernel's values.
+    - `KMEANS_PLUS_PLUS`: greedy k-means++ seeding, as TFMOT does; per
+      channel and with `preserve_sparsity`, k-means++ seeding followed by a
+      few Lloyd (k-means) iterations.
 
     Example:
 

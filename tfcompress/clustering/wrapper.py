@@ -103,7 +103,9 @@ class ClusterWeights(WeightWrapper):
             else:
                 start = np.stack([centroids.initial(r, self.number_of_clusters,
                                                     self.cluster_centroids_init,
-                                                    self.preserve_sparsity)
+                                                    self.preserve_sparsity,
+                                                    refine=self.cluster_per_channel
+                                                    or self.preserve_sparsity)
                                   for r in self._rows(value)])
             shape = start.shape if self.cluster_per_channel else start.shape[1:]
             variable = self.add_weight(name=f"{name}_centroids", shape=shape, dtype=weight.dtype,
